@@ -1,0 +1,76 @@
+"""Time reading each real dataset from its files and from the processed-data cache.
+
+    python benchmarks/dataset_load.py [--data-root ../shared/data] [--repeats 5]
+
+Writes benchmarks/results/dataset_load.json. Target (issue 2): INSPIRED from the cache
+in under 2 seconds on the project's 2-core CPU machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from convrec.data.datasets import get_reader
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS = {"inspired": "inspired", "redial": "redial", "movielens-100k": "movielens-100k"}
+
+
+def seconds(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/dataset_load.json")
+    args = parser.parse_args()
+
+    results = {}
+    with tempfile.TemporaryDirectory() as cache:
+        for name, folder in DATASETS.items():
+            data_dir = args.data_root / folder
+            if not data_dir.is_dir():
+                print(f"skip {name}: {data_dir} not found")
+                continue
+            reader = get_reader(name)(data_dir)
+            parse = seconds(reader.read)
+            first = seconds(lambda r=reader: r.load(cache_dir=cache))  # parse + write cache
+            cached = [
+                seconds(lambda n=name, d=data_dir: get_reader(n)(d).load(cache_dir=cache))
+                for _ in range(args.repeats)
+            ]
+            results[name] = {
+                "parse_s": round(parse, 3),
+                "first_load_with_cache_write_s": round(first, 3),
+                "cached_load_median_s": round(statistics.median(cached), 3),
+                "cached_load_max_s": round(max(cached), 3),
+            }
+            print(name, results[name])
+    record = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"{torch.get_num_threads()} torch threads",
+        "python": platform.python_version(),
+        "repeats": args.repeats,
+        "note": "cached load = fingerprint the input files (sha256) + unpickle the processed data",
+        "results": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""The reader base class and the dataset registry.
+
+A reader turns one published format into the data model of `convrec.data.schema`. It says
+which files it reads (they fingerprint the cache) and how to parse them; `load` adds the
+cache. Readers register by name so the CLI and configs can refer to them.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+from convrec.data.cache import cached, default_cache_dir, fingerprint
+from convrec.data.errors import DataFormatError
+from convrec.data.schema import SPLITS, ConversationDataset, SequentialDataset
+
+Dataset = ConversationDataset | SequentialDataset
+
+
+class DatasetReader(ABC):
+    """Reads one dataset format from `data_dir` into the data model.
+
+    Subclasses set `name` (registry key), `version` (bump whenever the produced data can
+    change: it invalidates every cached copy), `description`, and implement
+    `input_files` and `read`.
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[int]
+    description: ClassVar[str]
+    needs_data_dir: ClassVar[bool] = True
+
+    def __init__(self, data_dir: str | Path | None = None, **options: Any) -> None:
+        if self.needs_data_dir:
+            if data_dir is None:
+                raise ValueError(f"dataset {self.name!r} needs --data-dir (its directory)")
+            data_dir = Path(data_dir)
+            if not data_dir.is_dir():
+                raise DataFormatError(data_dir, f"not a directory (expected the {self.name} files)")
+        self.data_dir = Path(data_dir) if data_dir is not None else None
+        unknown = set(options) - set(self.default_options())
+        if unknown:
+            raise ValueError(
+                f"unknown option(s) {sorted(unknown)} for dataset {self.name!r}; "
+                f"allowed: {sorted(self.default_options())}"
+            )
+        self.options = {**self.default_options(), **options}
+
+    @classmethod
+    def default_options(cls) -> dict[str, Any]:
+        return {}
+
+    @abstractmethod
+    def input_files(self) -> list[Path]:
+        """Every file `read` uses; fails with DataFormatError when a required one is missing."""
+
+    @abstractmethod
+    def read(self) -> Dataset:
+        """Parse the files (no cache)."""
+
+    def cache_key(self) -> str:
+        return fingerprint(
+            self.input_files(), namespace=f"{self.name}/v{self.version}", options=self.options
+        )
+
+    def load(self, cache_dir: str | Path | None = None, use_cache: bool = True) -> Dataset:
+        if not use_cache:
+            return self.read()
+        root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        path = root / "datasets" / f"{self.name}-{self.cache_key()[:24]}.pkl"
+        return cached(path, self.read)
+
+
+class ConversationReader(DatasetReader):
+    """Shared by the dialogue formats: one file per split, any subset of splits present."""
+
+    split_file: ClassVar[str]  # e.g. "{split}_data.jsonl"
+
+    def split_paths(self) -> dict[str, Path]:
+        assert self.data_dir is not None
+        found = {
+            split: self.data_dir / self.split_file.format(split=split)
+            for split in SPLITS
+            if (self.data_dir / self.split_file.format(split=split)).is_file()
+        }
+        if not found:
+            expected = ", ".join(self.split_file.format(split=s) for s in SPLITS)
+            raise DataFormatError(
+                self.data_dir, f"missing required file: none of {expected} is present"
+            )
+        return found
+
+
+READERS: dict[str, type[DatasetReader]] = {}
+
+
+def register_reader(cls: type[DatasetReader]) -> type[DatasetReader]:
+    if cls.name in READERS:
+        raise ValueError(f"dataset reader {cls.name!r} registered twice")
+    READERS[cls.name] = cls
+    return cls
+
+
+def get_reader(name: str) -> type[DatasetReader]:
+    try:
+        return READERS[name]
+    except KeyError:
+        raise KeyError(f"unknown dataset {name!r}; known: {sorted(READERS)}") from None
+
+
+def load_dataset(
+    name: str,
+    data_dir: str | Path | None = None,
+    *,
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+    **options: Any,
+) -> Dataset:
+    """Read dataset `name` from `data_dir` (cached). Options are the reader's own."""
+    return get_reader(name)(data_dir, **options).load(cache_dir=cache_dir, use_cache=use_cache)

@@ -1,0 +1,265 @@
+"""ReDial in its original format, with the knowledge graph released with KGSF.
+
+Files (specs/data-formats.md section 2): any of `{train,valid,test}_data.jsonl`,
+`movies_with_mentions.csv`, and the KGSF pickles `id2entity.pkl`, `entity2entityId.pkl`,
+`movie_ids.pkl`, `subkg.pkl` (in `kgsf/` or beside the dialogues). The pickles are read
+with an allow-list unpickler. Relation names are not in the KGSF files: relations are named
+`kgsf:<id>`. Movies that KGSF could not link to DBpedia are KG entities named by their
+ReDial id (an int key in `entity2entityId`); here they are `redial:<id>`.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from convrec.data.datasets.base import ConversationReader, register_reader
+from convrec.data.errors import DataFormatError
+from convrec.data.jsonl import get_field, iter_json_lines
+from convrec.data.kg import KnowledgeGraph
+from convrec.data.safe_pickle import load_plain_pickle
+from convrec.data.schema import ConversationDataset, Dialogue, Mention, Role, Turn
+
+MOVIE_MENTION = re.compile(r"@(\d+)")
+KG_FILES = ("id2entity.pkl", "entity2entityId.pkl", "movie_ids.pkl", "subkg.pkl")
+
+
+def _clean_title(title: str) -> str:
+    return " ".join(title.split())
+
+
+def read_movie_titles(path: Path) -> dict[int, str]:
+    """`movies_with_mentions.csv` -> {ReDial movie id: title}."""
+    titles: dict[int, str] = {}
+    try:
+        f = path.open(encoding="utf-8", newline="")
+    except FileNotFoundError:
+        raise DataFormatError(
+            path, "missing required file (movieId,movieName,nbMentions)"
+        ) from None
+    with f:
+        rows = csv.reader(f)
+        header = next(rows, None)
+        if header is None or [h.strip() for h in header[:2]] != ["movieId", "movieName"]:
+            raise DataFormatError(
+                path, f"expected header movieId,movieName,nbMentions, found {header!r}", line=1
+            )
+        for line, row in enumerate(rows, start=2):
+            if not row:
+                continue
+            if len(row) < 2 or not row[0].strip().isdigit():
+                raise DataFormatError(
+                    path, f"expected movieId (integer),movieName, found {row!r:.80}", line=line
+                )
+            titles[int(row[0])] = _clean_title(row[1])
+    return titles
+
+
+class _KGSFGraph:
+    """The KGSF pickles, validated, plus the ReDial-movie-id -> entity id lookup."""
+
+    def __init__(self, kg_dir: Path) -> None:
+        paths = {name: kg_dir / name for name in KG_FILES}
+        id2entity = load_plain_pickle(paths["id2entity.pkl"])
+        entity2id = load_plain_pickle(paths["entity2entityId.pkl"])
+        movie_ids = load_plain_pickle(paths["movie_ids.pkl"])
+        subkg = load_plain_pickle(paths["subkg.pkl"])
+        for name, value, kind in (
+            ("id2entity.pkl", id2entity, dict),
+            ("entity2entityId.pkl", entity2id, dict),
+            ("movie_ids.pkl", movie_ids, list),
+            ("subkg.pkl", subkg, dict),
+        ):
+            if not isinstance(value, kind):
+                raise DataFormatError(
+                    paths[name], f"expected a pickled {kind.__name__}, found {type(value).__name__}"
+                )
+
+        names: list[str | None] = [None] * len(entity2id)
+        for key, idx in entity2id.items():
+            if not isinstance(idx, int) or not 0 <= idx < len(entity2id) or names[idx] is not None:
+                raise DataFormatError(
+                    paths["entity2entityId.pkl"],
+                    f"expected a unique dense id in 0..{len(entity2id) - 1}, found {idx!r}",
+                    key=repr(key),
+                )
+            names[idx] = f"redial:{key}" if isinstance(key, int) else str(key)
+
+        rows: list[tuple[int, int, int]] = []
+        for head, edges in subkg.items():
+            for edge in edges if isinstance(edges, list) else [None]:
+                if (
+                    not isinstance(head, int)
+                    or not isinstance(edge, (tuple, list))
+                    or len(edge) != 2
+                    or not all(isinstance(x, int) for x in edge)
+                ):
+                    raise DataFormatError(
+                        paths["subkg.pkl"],
+                        f"expected {{head id: [(relation id, tail id), ...]}}, found {edge!r:.60}",
+                        key=repr(head),
+                    )
+                rows.append((head, edge[0], edge[1]))
+        triples = np.array(rows, dtype=np.int64).reshape(-1, 3)
+        num_relations = int(triples[:, 1].max()) + 1 if len(triples) else 0
+        bad_movies = [m for m in movie_ids if not isinstance(m, int) or not 0 <= m < len(names)]
+        if bad_movies:
+            raise DataFormatError(
+                paths["movie_ids.pkl"], f"expected entity ids, found {bad_movies[:3]!r}"
+            )
+        try:
+            self.kg = KnowledgeGraph(
+                names, [f"kgsf:{r}" for r in range(num_relations)], triples, movie_ids
+            )
+        except ValueError as e:
+            raise DataFormatError(paths["subkg.pkl"], str(e)) from None
+
+        # ReDial movie id -> entity id: by DBpedia URI, or by the id itself when unlinked.
+        self.movie_entity: dict[int, int] = {}
+        for movie, uri in id2entity.items():
+            key = uri if uri is not None else movie
+            entity = entity2id.get(key)
+            if isinstance(movie, int) and entity is not None and self.kg.is_item(entity):
+                self.movie_entity[movie] = entity
+
+
+@register_reader
+class RedialReader(ConversationReader):
+    name = "redial"
+    version = 1
+    description = "ReDial original format + movies_with_mentions.csv + KGSF KG pickles"
+    split_file = "{split}_data.jsonl"
+
+    def kg_dir(self) -> Path:
+        assert self.data_dir is not None
+        kgsf = self.data_dir / "kgsf"
+        return kgsf if kgsf.is_dir() else self.data_dir
+
+    def input_files(self) -> list[Path]:
+        assert self.data_dir is not None
+        files = [self.data_dir / "movies_with_mentions.csv"]
+        files += [self.kg_dir() / name for name in KG_FILES]
+        for path in files:
+            if not path.is_file():
+                raise DataFormatError(path, "missing required file")
+        return [*files, *self.split_paths().values()]
+
+    def read(self) -> ConversationDataset:
+        assert self.data_dir is not None
+        catalogue_titles = read_movie_titles(self.data_dir / "movies_with_mentions.csv")
+        graph = _KGSFGraph(self.kg_dir())
+        kg = graph.kg
+        titles: dict[int, str] = {}
+        for movie in sorted(catalogue_titles):
+            if movie in graph.movie_entity:
+                titles.setdefault(graph.movie_entity[movie], catalogue_titles[movie])
+
+        splits: dict[str, tuple[Dialogue, ...]] = {}
+        counters: dict[str, dict[str, int]] = {}
+        for split, path in self.split_paths().items():
+            counts: Counter[str] = Counter()
+            splits[split] = tuple(
+                self._dialogue(raw, graph, catalogue_titles, path, line, counts)
+                for line, raw in iter_json_lines(path)
+            )
+            counters[split] = dict(counts)
+        return ConversationDataset(
+            name=self.name, kg=kg, splits=splits, counters=counters, item_titles=titles
+        )
+
+    @staticmethod
+    def _dialogue(
+        raw: Any,
+        graph: _KGSFGraph,
+        catalogue_titles: dict[int, str],
+        path: Path,
+        line: int,
+        counts: Counter[str],
+    ) -> Dialogue:
+        where = "conversation"
+        conversation_id = get_field(
+            raw, "conversationId", (str, int), path=path, line=line, where=where
+        )
+        seeker = get_field(raw, "initiatorWorkerId", int, path=path, line=line, where=where)
+        recommender = get_field(raw, "respondentWorkerId", int, path=path, line=line, where=where)
+        messages = get_field(raw, "messages", list, path=path, line=line, where=where)
+        mentioned = raw.get("movieMentions") or {}
+        if not isinstance(mentioned, dict):
+            raise DataFormatError(
+                path, "expected an object {movie id: title}", line=line, key="movieMentions"
+            )
+
+        counts["utterances"] += len(messages)
+        # Consecutive messages of one sender form one turn.
+        grouped: list[tuple[Role, list[str]]] = []
+        for k, message in enumerate(messages):
+            where = f"messages[{k}]"
+            text = get_field(message, "text", str, path=path, line=line, where=where)
+            sender = get_field(message, "senderWorkerId", int, path=path, line=line, where=where)
+            if sender == seeker:
+                role: Role = "seeker"
+            elif sender == recommender:
+                role = "recommender"
+            else:
+                raise DataFormatError(
+                    path,
+                    f"sender {sender} is neither initiatorWorkerId ({seeker}) nor "
+                    f"respondentWorkerId ({recommender})",
+                    line=line,
+                    key=f"{where}.senderWorkerId",
+                )
+            if grouped and grouped[-1][0] == role:
+                grouped[-1][1].append(text)
+            else:
+                grouped.append((role, [text]))
+
+        turns = []
+        for role, texts in grouped:
+            text, items, mentions = _resolve_mentions(
+                " ".join(texts), graph.movie_entity, mentioned, catalogue_titles, counts
+            )
+            turns.append(Turn(role=role, text=text, items=items, mentions=mentions))
+        return Dialogue(id=str(conversation_id), turns=tuple(turns))
+
+
+def _resolve_mentions(
+    raw_text: str,
+    movie_entity: dict[int, int],
+    mentioned: dict[str, Any],
+    catalogue_titles: dict[int, str],
+    counts: Counter[str],
+) -> tuple[str, tuple[int, ...], tuple[Mention, ...]]:
+    """Replace each `@<movie id>` by its title, recording the span of linked items."""
+    pieces: list[str] = []
+    items: list[int] = []
+    mentions: list[Mention] = []
+    length = 0
+    last = 0
+    for match in MOVIE_MENTION.finditer(raw_text):
+        before = raw_text[last : match.start()]
+        pieces.append(before)
+        length += len(before)
+        movie = int(match.group(1))
+        title = mentioned.get(match.group(1))
+        title = _clean_title(title) if isinstance(title, str) else catalogue_titles.get(movie)
+        if title is None:
+            counts["unknown_movie_ids"] += 1
+            title = match.group(0)
+        entity = movie_entity.get(movie)
+        if entity is None:
+            counts["dropped_item_links"] += 1
+            counts["unmasked_item_mentions"] += 1
+        else:
+            mentions.append(Mention(item=entity, start=length, end=length + len(title)))
+            if entity not in items:
+                items.append(entity)
+        pieces.append(title)
+        length += len(title)
+        last = match.end()
+    pieces.append(raw_text[last:])
+    return "".join(pieces), tuple(items), tuple(mentions)
