@@ -70,3 +70,28 @@ def test_unknown_dataset_and_missing_directory(tmp_path):
     assert result.exit_code == 2 and "not a directory" in result.output
     result = runner.invoke(app, ["data", "stats", "--dataset", "inspired"])
     assert result.exit_code == 2 and "needs --data-dir" in result.output
+
+
+@pytest.mark.real_data
+def test_data_stats_movielens():
+    root = shared_dataset("movielens-100k")
+    table = stats_json("--dataset", "movielens-100k", "--data-dir", str(root))[
+        "movielens-100k: interactions and knowledge graph"
+    ]
+    counts = {row: cells["count"] for row, cells in table.items()}
+    assert counts["users"] == "943" and counts["items"] == "1,682"
+    assert counts["interactions"] == "100,000" and counts["KG triples"] == "91,631"
+    assert counts["items linked to the KG"] == "1,598"
+
+
+def test_data_stats_demo_is_labelled_synthetic():
+    tables = stats_json("--dataset", "demo")
+    assert "demo: knowledge graph (synthetic)" in tables
+    splits = tables["demo: dialogues and samples per split"]
+    assert splits["dialogues"] == {"train": "800", "valid": "100", "test": "100"}
+
+
+def test_quickstart_describes_the_demo_world():
+    result = runner.invoke(app, ["quickstart"])
+    assert result.exit_code == 0, result.output
+    assert "synthetic" in result.stdout and "An example dialogue" in result.stdout

@@ -84,7 +84,12 @@ def test_sizes_match_the_options(world: ConversationDataset):
     assert world.kg.num_items == 300
     assert world.kg.relations == ("decade", "director", "genre", "sequel_of", "starring")
     assert world.counters == {
-        split: {"dropped_entity_links": 0, "dropped_item_links": 0, "unmasked_item_mentions": 0}
+        split: {
+            "dropped_entity_links": 0,
+            "dropped_item_links": 0,
+            "unmasked_item_mentions": 0,
+            "utterances": sum(len(d.turns) for d in world.splits[split]),
+        }
         for split in ("train", "valid", "test")
     }
     for split, dialogues in world.splits.items():

@@ -817,7 +817,13 @@ def generate_demo_world(
         name="demo",
         kg=world.kg,
         splits=splits,
-        counters={split: dict.fromkeys(ZERO_COUNTERS, 0) for split in SPLITS},
+        counters={
+            split: {
+                **dict.fromkeys(ZERO_COUNTERS, 0),
+                "utterances": sum(len(d.turns) for d in dialogues),
+            }
+            for split, dialogues in splits.items()
+        },
         item_titles={world.movie_ids[m]: world.catalogue_title(m) for m in range(num_movies)},
         synthetic=True,
     )
