@@ -8,12 +8,15 @@ cache. Readers register by name so the CLI and configs can refer to them.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 from convrec.data.cache import cached, default_cache_dir, fingerprint
 from convrec.data.errors import DataFormatError
-from convrec.data.schema import SPLITS, ConversationDataset, SequentialDataset
+from convrec.data.jsonl import iter_json_lines
+from convrec.data.schema import SPLITS, ConversationDataset, Dialogue, SequentialDataset
 
 Dataset = ConversationDataset | SequentialDataset
 
@@ -90,6 +93,24 @@ class ConversationReader(DatasetReader):
                 self.data_dir, f"missing required file: none of {expected} is present"
             )
         return found
+
+    def read_splits(
+        self, parse: Callable[[str, Path, int, Any, Counter[str]], Dialogue]
+    ) -> tuple[dict[str, tuple[Dialogue, ...]], dict[str, dict[str, int]]]:
+        """Parse each split file line by line into dialogues, with per-split counters.
+
+        `parse(split, path, line, raw, counts)` turns one JSON line into a `Dialogue` and
+        counts what it dropped in `counts`.
+        """
+        splits: dict[str, tuple[Dialogue, ...]] = {}
+        counters: dict[str, dict[str, int]] = {}
+        for split, path in self.split_paths().items():
+            counts: Counter[str] = Counter()
+            splits[split] = tuple(
+                parse(split, path, line, raw, counts) for line, raw in iter_json_lines(path)
+            )
+            counters[split] = dict(counts)
+        return splits, counters
 
 
 READERS: dict[str, type[DatasetReader]] = {}

@@ -16,7 +16,7 @@ import numpy as np
 
 from convrec.data.datasets.base import ConversationReader, register_reader
 from convrec.data.errors import DataFormatError, require_file
-from convrec.data.jsonl import get_field, iter_json_lines, read_json
+from convrec.data.jsonl import get_field, read_json
 from convrec.data.kg import KnowledgeGraph
 from convrec.data.mentions import locate_mentions
 from convrec.data.schema import ConversationDataset, Dialogue, Role, Turn
@@ -107,17 +107,11 @@ class InspiredReader(ConversationReader):
         kg = KnowledgeGraph(entities, relations, triples, items)
 
         titles: dict[int, str] = {}
-        splits: dict[str, tuple[Dialogue, ...]] = {}
-        counters: dict[str, dict[str, int]] = {}
-        for split, path in self.split_paths().items():
-            counts: Counter[str] = Counter()
-            splits[split] = tuple(
-                Dialogue(
-                    id=f"{split}-{line}", turns=self._turns(raw, kg, path, line, counts, titles)
-                )
-                for line, raw in iter_json_lines(path)
+        splits, counters = self.read_splits(
+            lambda split, path, line, raw, counts: Dialogue(
+                id=f"{split}-{line}", turns=self._turns(raw, kg, path, line, counts, titles)
             )
-            counters[split] = dict(counts)
+        )
         return ConversationDataset(
             name=self.name, kg=kg, splits=splits, counters=counters, item_titles=titles
         )

@@ -20,7 +20,7 @@ import numpy as np
 
 from convrec.data.datasets.base import ConversationReader, register_reader
 from convrec.data.errors import DataFormatError
-from convrec.data.jsonl import get_field, iter_json_lines
+from convrec.data.jsonl import get_field
 from convrec.data.kg import KnowledgeGraph
 from convrec.data.safe_pickle import load_plain_pickle
 from convrec.data.schema import ConversationDataset, Dialogue, Mention, Role, Turn
@@ -159,15 +159,11 @@ class RedialReader(ConversationReader):
             if movie in graph.movie_entity:
                 titles.setdefault(graph.movie_entity[movie], catalogue_titles[movie])
 
-        splits: dict[str, tuple[Dialogue, ...]] = {}
-        counters: dict[str, dict[str, int]] = {}
-        for split, path in self.split_paths().items():
-            counts: Counter[str] = Counter()
-            splits[split] = tuple(
-                self._dialogue(raw, graph, catalogue_titles, path, line, counts)
-                for line, raw in iter_json_lines(path)
+        splits, counters = self.read_splits(
+            lambda _split, path, line, raw, counts: self._dialogue(
+                raw, graph, catalogue_titles, path, line, counts
             )
-            counters[split] = dict(counts)
+        )
         return ConversationDataset(
             name=self.name, kg=kg, splits=splits, counters=counters, item_titles=titles
         )
