@@ -91,7 +91,10 @@ def test_data_stats_demo_is_labelled_synthetic():
     assert splits["dialogues"] == {"train": "800", "valid": "100", "test": "100"}
 
 
-def test_quickstart_describes_the_demo_world():
-    result = runner.invoke(app, ["quickstart"])
+def test_quickstart_trains_evaluates_and_recommends(tmp_path):
+    result = runner.invoke(app, ["quickstart", "--run-dir", str(tmp_path / "run"), "--no-progress"])
     assert result.exit_code == 0, result.output
-    assert "synthetic" in result.stdout and "An example dialogue" in result.stdout
+    assert "synthetic" in result.stdout
+    assert "protocol `standard`" in result.stdout and "protocol `strict`" in result.stdout
+    assert result.stdout.count("kbrd top 5") == 3
+    assert (tmp_path / "run" / "model.pt").is_file()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
+import torch
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -17,6 +19,9 @@ from convrec.data.datasets import READERS, load_dataset
 from convrec.data.errors import DataFormatError
 from convrec.data.schema import ConversationDataset
 from convrec.data.stats import StatsTable, dataset_stats
+
+# Model and training imports (torch-geometric, sentence-transformers) take seconds; the
+# commands that need them import them, so `convrec data ...` stays quick.
 
 app = typer.Typer(
     help="Knowledge-enhanced conversational recommendation: train, evaluate, chat, serve.",
@@ -34,7 +39,7 @@ def user_errors() -> Iterator[None]:
     """Bad input ends the command with one clear line, not a traceback."""
     try:
         yield
-    except (DataFormatError, KeyError, ValueError) as e:
+    except (DataFormatError, KeyError, ValueError) as e:  # ConfigError is a ValueError
         message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         typer.echo(f"error: {message}", err=True)  # plain: no wrapping, no markup
         raise typer.Exit(code=2) from None
@@ -86,11 +91,129 @@ def data_stats(
         print_table(table)
 
 
-@app.command()
-def quickstart(cache_dir: CacheDirOption = None) -> None:
-    """Offline tour: build the synthetic demo world and describe it."""
+@app.command("models")
+def list_models() -> None:
+    """The registered models, one line each."""
+    from convrec.registry import get_model, model_names
+
+    for name in model_names():
+        typer.echo(f"{name:<12} {get_model(name).description}")
+
+
+OverridesArgument = Annotated[
+    list[str] | None,
+    typer.Argument(help="key=value overrides, e.g. train.lr=3e-4 model.embedding_dim=64 seed=2"),
+]
+
+
+@app.command(context_settings={"allow_interspersed_args": True})
+def train(
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Model name (convrec models).")
+    ] = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Dataset name.")] = None,
+    data_dir: DataDirOption = None,
+    overrides: OverridesArgument = None,
+    config_file: Annotated[
+        Path | None, typer.Option("--config", help="YAML file layered over the model defaults.")
+    ] = None,
+    run_dir: Annotated[
+        Path | None, typer.Option("--run-dir", help="Run directory (default runs/<id>).")
+    ] = None,
+    resume: Annotated[
+        Path | None, typer.Option("--resume", help="Continue the run in this directory.")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Train a model and evaluate it on the test split (both protocols)."""
+    from convrec.config import RunConfig, resolve_config
+    from convrec.training.distributed import init_distributed, shutdown_distributed
+    from convrec.training.run import new_run_dir
+    from convrec.training.run import train as train_run
+
     with user_errors():
-        demo = load_dataset("demo", cache_dir=cache_dir)
+        if resume is not None:
+            if model or dataset or overrides or config_file:
+                raise ValueError("--resume takes the run's saved config; give no other settings")
+            config = RunConfig.load(resume / "config.yaml")
+            directory = resume
+        else:
+            if not model or not dataset:
+                raise ValueError("train needs --model and --dataset (or --resume RUN_DIR)")
+            config = resolve_config(
+                model, dataset, data_dir, config_file=config_file, overrides=overrides or []
+            )
+            directory = run_dir
+        dist = init_distributed()
+        try:
+            directory = dist.broadcast(directory or new_run_dir(config))
+            metrics = train_run(
+                config, directory, resume=resume is not None, progress=progress, dist=dist
+            )
+        finally:
+            shutdown_distributed(dist)
+    if dist.is_main:
+        console.print(f"run directory: {directory}")
+        typer.echo((directory / "report.md").read_text())
+        assert metrics
+
+
+@app.command()
+def evaluate(
+    run: Annotated[Path, typer.Option("--run", help="A run directory (runs/<id>).")],
+) -> None:
+    """Re-evaluate a trained run on the test split: metrics.json and report.md."""
+    from convrec.training.run import evaluate as evaluate_run
+
+    with user_errors():
+        evaluate_run(run)
+    typer.echo((run / "report.md").read_text())
+
+
+@app.command()
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories.")],
+    aggregate_seeds: Annotated[
+        bool, typer.Option(help="Mean ± std over runs of the same model.")
+    ] = False,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write markdown here.")
+    ] = None,
+) -> None:
+    """Several runs' test results in one table per dataset and protocol."""
+    from convrec.evaluation.report import REFERENCE_ROWS, compare_table
+    from convrec.training.run import compare_results
+
+    with user_errors():
+        table = compare_table(
+            compare_results(runs),
+            reference_rows=REFERENCE_ROWS,
+            aggregate_seeds=aggregate_seeds,
+        )
+    if output is not None:
+        output.write_text(table + "\n")
+    typer.echo(table)
+
+
+@app.command()
+def quickstart(
+    cache_dir: CacheDirOption = None,
+    run_dir: Annotated[
+        Path | None, typer.Option("--run-dir", help="Where to put the run (default runs/<id>).")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Offline tour: demo world -> train kbrd -> evaluate -> example recommendations."""
+    from convrec.config import resolve_config
+    from convrec.data.samples import build_rec_samples
+    from convrec.evaluation.ranking import top_k_items
+    from convrec.training.run import load_run, new_run_dir
+    from convrec.training.run import train as train_run
+
+    if cache_dir is not None:
+        os.environ["CONVREC_CACHE_DIR"] = str(cache_dir)
+    with user_errors():
+        demo = load_dataset("demo")
     assert isinstance(demo, ConversationDataset)
     console.print(
         "[bold]convrec quickstart[/] — the built-in demo world ([italic]synthetic data[/]): "
@@ -98,14 +221,33 @@ def quickstart(cache_dir: CacheDirOption = None) -> None:
     )
     for table in dataset_stats(demo):
         print_table(table)
-    dialogue = demo.dialogues("train")[0]
-    console.print(f"\n[bold]An example dialogue[/] ({dialogue.id}, synthetic):")
-    for turn in dialogue.turns:
-        items = ", ".join(demo.item_title(i) for i in turn.items)
-        suffix = f"  [dim]items: {items}[/]" if items else ""
-        console.print(f"  [cyan]{turn.role:>11}[/]: {turn.text}{suffix}", highlight=False)
+
+    with user_errors():
+        config = resolve_config("kbrd", "demo")
+        directory = run_dir or new_run_dir(config)
+        console.print(f"\n[bold]Training kbrd[/] on the demo world -> {directory}")
+        train_run(config, directory, progress=progress)
+        _, task, model = load_run(directory)
+    typer.echo("\n" + (directory / "report.md").read_text())
+
+    console.print("[bold]Three test recommendations[/] (synthetic dialogues):")
+    samples = build_rec_samples(demo.dialogues("test"))[::97][:3]
+    with torch.no_grad():
+        top = top_k_items(model.recommend(model.collate(samples)), 5)
+    for sample, best in zip(samples, top.tolist(), strict=True):
+        console.print(f"\n  [dim]{sample.dialogue_id}, turn {sample.turn_index}[/]")
+        for turn in sample.context_turns[-4:]:
+            console.print(f"  [cyan]{turn.role:>11}[/]: {turn.text}", highlight=False)
+        titles = [
+            ("* " if task.kg.items[i] == sample.target_item else "")
+            + demo.item_title(int(task.kg.items[i]))
+            for i in best
+        ]
+        console.print(f"  [green]kbrd top 5[/]: {'; '.join(titles)}", highlight=False)
+        console.print(f"  [dim]the recommender said: {demo.item_title(sample.target_item)}[/]")
     console.print(
-        "\nNext: `convrec data stats --dataset inspired --data-dir PATH` for a real dataset."
+        "\nNext: `convrec train --model kbrd --dataset inspired --data-dir PATH`, "
+        "`convrec models`, `convrec data stats --dataset inspired --data-dir PATH`."
     )
 
 

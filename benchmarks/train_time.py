@@ -1,0 +1,100 @@
+"""Wall time and peak memory of one `convrec train` run, plus its test metrics.
+
+    python benchmarks/train_time.py --model kbrd --dataset inspired \\
+        [--data-dir ../shared/data/inspired] [--seed 0] [override ...]
+
+Runs the CLI in a child process (so the numbers include start-up, data loading from the
+cache, training, validation and the test evaluation) and appends a record to
+benchmarks/results/train_time.json. Target (issue 3): kbrd on INSPIRED under 10 minutes on
+the project's 2-core CPU machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="time one convrec training run")
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/train_time.json")
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args()
+    data_dir = args.data_dir or ROOT.parent / "shared" / "data" / args.dataset
+    loader_dir = None if args.dataset == "demo" else str(data_dir)
+
+    with tempfile.TemporaryDirectory() as scratch:
+        run_dir = Path(scratch) / "run"
+        command = [
+            sys.executable,
+            "-m",
+            "convrec",
+            "train",
+            "--model",
+            args.model,
+            "--dataset",
+            args.dataset,
+            "--run-dir",
+            str(run_dir),
+            "--no-progress",
+            f"seed={args.seed}",
+            *args.overrides,
+        ]
+        if args.dataset != "demo":
+            command[6:6] = ["--data-dir", str(data_dir)]
+        # warm the processed-data cache so the timing is of training, not of parsing
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from convrec.data.datasets import load_dataset; "
+                f"load_dataset({args.dataset!r}, {loader_dir!r})",
+            ],
+            check=True,
+        )
+        started = time.perf_counter()
+        subprocess.run(command, check=True)
+        seconds = time.perf_counter() - started
+        peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+
+    own = [r for r in metrics["test"] if r["model"] == args.model]
+    record = {
+        "date": datetime.now().isoformat(timespec="seconds"),
+        "model": args.model,
+        "dataset": args.dataset,
+        "seed": args.seed,
+        "overrides": args.overrides,
+        "wall_seconds": round(seconds, 1),
+        "peak_rss_mib": round(peak_mib),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "epochs_run": len(metrics["history"]),
+        "test": {
+            r["protocol"]["name"]: {k: round(v["mean"], 4) for k, v in r["metrics"].items()}
+            for r in own
+        },
+    }
+    print(json.dumps(record, indent=2))
+    records = json.loads(args.out.read_text()) if args.out.is_file() else []
+    records.append(record)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(records, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

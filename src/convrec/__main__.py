@@ -1,0 +1,5 @@
+"""`python -m convrec` (and `torchrun ... -m convrec train ...`)."""
+
+from convrec.cli import app
+
+app()

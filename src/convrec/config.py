@@ -1,0 +1,265 @@
+"""Typed, layered run configuration.
+
+Precedence, lowest first (each layer overrides the ones before it):
+
+1. the defaults written in the config classes below and in each model's `Config`;
+2. `configs/<model>.yaml` (shipped in the package): its `model`, `train` and `data` sections;
+3. the same file's `datasets.<dataset>` section;
+4. a user file given with `--config FILE` (same layout, may hold `datasets:` too);
+5. `key=value` overrides on the command line, dotted by section: `train.lr=3e-4`,
+   `model.embedding_dim=64`, `data.train_turns=all`, `seed=3`.
+
+Every layer is validated against the same classes: an unknown key or a value of the wrong
+type is an error that names the key and what is allowed. The resolved config is saved as
+`config.yaml` in the run directory, and a run can be rebuilt from that file alone.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from convrec.models.base import ModelConfig
+from convrec.registry import get_model
+
+SECTIONS = ("model", "train", "data")
+TOP_LEVEL = ("seed",)
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is wrong; the message names the key."""
+
+
+class TrainConfig(BaseModel):
+    """How the shared trainer optimises every gradient stage of a model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(10, ge=1, description="maximum epochs per stage")
+    batch_size: int = Field(64, ge=1, description="global batch size, summed over processes")
+    eval_batch_size: int = Field(256, ge=1, description="batch size for validation and test")
+    lr: float = Field(1e-3, gt=0, description="peak learning rate")
+    weight_decay: float = Field(0.0, ge=0, description="decoupled (AdamW) or L2 (Adam) decay")
+    optimizer: Literal["adamw", "adam"] = Field("adamw", description="optimizer")
+    warmup_ratio: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="share of a stage's steps with linear warm-up; then linear decay to 0",
+    )
+    grad_clip: float | None = Field(1.0, gt=0, description="max global gradient norm (null: off)")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    patience: int = Field(
+        3, ge=1, description="epochs without a better validation metric before a stage stops"
+    )
+    checkpoint_every: int = Field(
+        0, ge=0, description="optimizer steps between mid-epoch checkpoints (0: end of epoch only)"
+    )
+    max_steps: int | None = Field(
+        None, ge=1, description="stop each stage after this many optimizer steps (smoke runs)"
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto: each process's GPU when CUDA is available, else the CPU"
+    )
+
+
+class DataConfig(BaseModel):
+    """Which samples a run trains on, and options passed to the dataset reader."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    train_turns: Literal["recommender", "all"] = Field(
+        "recommender", description="training targets from recommender turns, or from all turns"
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="reader options, e.g. the demo world's num_movies"
+    )
+
+
+@dataclass
+class RunConfig:
+    """A fully resolved run: what to train on what, with which settings."""
+
+    model_name: str
+    dataset: str
+    data_dir: str | None
+    seed: int
+    model: ModelConfig
+    train: TrainConfig
+    data: DataConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model_name": self.model_name,
+            "dataset": self.dataset,
+            "data_dir": self.data_dir,
+            "seed": self.seed,
+            "model": self.model.model_dump(mode="json"),
+            "train": self.train.model_dump(mode="json"),
+            "data": self.data.model_dump(mode="json"),
+        }
+
+    def save(self, path: Path) -> None:
+        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def load(cls, path: Path) -> RunConfig:
+        if not path.is_file():
+            raise ConfigError(f"{path}: missing run config (is this a run directory?)")
+        raw = yaml.safe_load(path.read_text())
+        if not isinstance(raw, dict) or "model_name" not in raw or "dataset" not in raw:
+            raise ConfigError(f"{path}: not a convrec run config")
+        sections = {k: raw[k] for k in (*SECTIONS, *TOP_LEVEL) if k in raw}
+        return build_config(
+            raw["model_name"], raw["dataset"], raw.get("data_dir"), [(str(path), sections)]
+        )
+
+
+def default_config_file(model_name: str) -> Path | None:
+    path = Path(str(resources.files("convrec") / "configs" / f"{model_name}.yaml"))
+    return path if path.is_file() else None
+
+
+Layer = tuple[str, dict[str, Any]]  # (where it came from, its sections)
+
+
+def read_config_file(path: Path, dataset: str) -> list[Layer]:
+    """The layers a YAML file contributes: its sections, then its `datasets.<dataset>`."""
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections")
+    allowed = {*SECTIONS, *TOP_LEVEL, "datasets"}
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown section {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}"
+        )
+    per_dataset = raw.pop("datasets", None) or {}
+    if not isinstance(per_dataset, dict):
+        raise ConfigError(f"{path}: 'datasets' must map dataset names to sections")
+    layers: list[Layer] = [(str(path), raw)]
+    section = per_dataset.get(dataset)
+    if section:
+        extra = sorted(set(section) - {*SECTIONS, *TOP_LEVEL})
+        if extra:
+            raise ConfigError(
+                f"{path}: datasets.{dataset}: unknown section {extra[0]!r}; "
+                f"allowed: {', '.join((*SECTIONS, *TOP_LEVEL))}"
+            )
+        layers.append((f"{path} (datasets.{dataset})", section))
+    return layers
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """`["train.lr=3e-4", "seed=2"]` -> nested dict; values parsed as YAML scalars."""
+    layer: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not key=value (e.g. train.lr=3e-4)")
+        parts = key.split(".")
+        if parts[0] not in (*SECTIONS, *TOP_LEVEL) or (parts[0] in SECTIONS and len(parts) < 2):
+            raise ConfigError(
+                f"unknown key {key!r}; keys are seed or section.name with section one of "
+                f"{', '.join(SECTIONS)} (e.g. train.lr=3e-4)"
+            )
+        try:
+            parsed = yaml.safe_load(value) if value else ""
+        except yaml.YAMLError:
+            parsed = value
+        target = layer
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+        target[parts[-1]] = parsed
+    return layer
+
+
+def _merge(base: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in layer.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "options":
+            merged[key] = _merge(merged[key], value)
+        elif key == "options" and isinstance(value, dict):
+            merged[key] = {**merged.get(key, {}), **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def _validate(cls: type[BaseModel], values: dict[str, Any], section: str, source: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: section {section!r} must be a mapping")
+    try:
+        return cls.model_validate(values)
+    except ValidationError as e:
+        error = e.errors()[0]
+        key = ".".join([section, *(str(p) for p in error["loc"])])
+        if error["type"] == "extra_forbidden":
+            allowed = ", ".join(sorted(cls.model_fields))
+            raise ConfigError(f"{source}: unknown key {key!r}; allowed: {allowed}") from None
+        raise ConfigError(f"{source}: {key}: {error['msg']} (got {error.get('input')!r})") from None
+
+
+def _check_layer(layer: Layer, classes: dict[str, type[BaseModel]]) -> None:
+    """Validate one layer on its own (every field has a default), so that an error names
+    the file or the command line that brought the bad key or value."""
+    source, sections = layer
+    for section, values in sections.items():
+        if section in classes:
+            _validate(classes[section], values, section, source)
+
+
+def build_config(
+    model_name: str, dataset: str, data_dir: str | Path | None, layers: list[Layer]
+) -> RunConfig:
+    """Merge layers over the class defaults and validate every section."""
+    model_cls = get_model(model_name)
+    classes = {"model": model_cls.Config, "train": TrainConfig, "data": DataConfig}
+    merged: dict[str, Any] = {"model": {}, "train": {}, "data": {}, "seed": 0}
+    for layer in layers:
+        _check_layer(layer, classes)
+        merged = _merge(merged, layer[1])
+    source = " + ".join(name for name, _ in layers) or "defaults"
+    seed = merged["seed"]
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ConfigError(f"{source}: seed: expected an integer (got {seed!r})")
+    return RunConfig(
+        model_name=model_name,
+        dataset=dataset,
+        data_dir=str(data_dir) if data_dir is not None else None,
+        seed=seed,
+        model=_validate(model_cls.Config, merged["model"], "model", source),
+        train=_validate(TrainConfig, merged["train"], "train", source),
+        data=_validate(DataConfig, merged["data"], "data", source),
+    )
+
+
+def resolve_config(
+    model_name: str,
+    dataset: str,
+    data_dir: str | Path | None = None,
+    *,
+    config_file: Path | None = None,
+    overrides: list[str] = (),  # type: ignore[assignment]
+) -> RunConfig:
+    """The run config for `model_name` on `dataset` (see the module doc for precedence)."""
+    get_model(model_name)  # unknown model -> clear error before anything else
+    layers: list[Layer] = []
+    default = default_config_file(model_name)
+    if default is not None:
+        layers += read_config_file(default, dataset)
+    if config_file is not None:
+        layers += read_config_file(config_file, dataset)
+    layers.append(("command line", parse_overrides(list(overrides))))
+    return build_config(model_name, dataset, data_dir, layers)

@@ -1,0 +1,1 @@
+"""The shared trainer: stages, checkpoints, early stopping, data-parallel processes."""

@@ -1,0 +1,229 @@
+"""A run: resolved config -> data -> model -> trainer -> test evaluation, in `runs/<id>/`.
+
+runs/<id>/
+  config.yaml        the resolved config (the run can be rebuilt from it alone)
+  train.log          what the trainer logged
+  metrics.json       validation history, per-step losses, test results, data fingerprint
+  report.md          the test tables (standard and strict protocol, with baselines)
+  model.pt           the selected weights (best on validation)
+  checkpoints/       last.pt (resumable) and best.pt (during a stage)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from convrec.config import RunConfig
+from convrec.data.datasets import get_reader
+from convrec.data.schema import ConversationDataset
+from convrec.data.tasks import PROTOCOLS, RecTask
+from convrec.evaluation.recommendation import rank_targets, validation_metrics
+from convrec.evaluation.report import (
+    REFERENCE_ROWS,
+    RecommendationResult,
+    from_json,
+    markdown_table,
+    recommendation_result,
+    to_json,
+)
+from convrec.models.base import ConvRecModel
+from convrec.registry import get_model
+from convrec.training.checkpoint import load_checkpoint, save_atomic, seed_everything
+from convrec.training.distributed import DistContext
+from convrec.training.trainer import Trainer
+
+log = logging.getLogger("convrec.train")
+
+BASELINES = ("popularity", "repeat")  # in every results table
+
+
+def new_run_dir(config: RunConfig, root: Path = Path("runs")) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return root / f"{config.model_name}-{config.dataset}-s{config.seed}-{stamp}"
+
+
+def build_task(config: RunConfig) -> tuple[RecTask, str]:
+    """The dataset (cached) as a recommendation task, and the data fingerprint."""
+    reader = get_reader(config.dataset)(config.data_dir, **config.data.options)
+    dataset = reader.load()
+    if not isinstance(dataset, ConversationDataset):
+        raise ValueError(
+            f"dataset {config.dataset!r} is sequential; model {config.model_name!r} needs dialogues"
+        )
+    return RecTask(dataset, train_turns=config.data.train_turns), reader.cache_key()
+
+
+def build_model(config: RunConfig, task: RecTask) -> ConvRecModel:
+    seed_everything(config.seed)  # the same initial weights on every process
+    return get_model(config.model_name)(config.model, task)
+
+
+def _log_to(path: Path) -> logging.Handler:
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    root = logging.getLogger("convrec")
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    return handler
+
+
+def train(
+    config: RunConfig,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    dist: DistContext | None = None,
+) -> dict[str, Any]:
+    """Train (or resume) a run and evaluate it on the test split; returns metrics.json."""
+    dist = dist or DistContext()
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config.save(run_dir / "config.yaml")
+    dist.barrier()
+    handler = _log_to(run_dir / "train.log") if dist.is_main else None
+    try:
+        task, fingerprint = build_task(config)
+        model = build_model(config, task)
+        trainer = Trainer(
+            model,
+            config.train,
+            seed=config.seed,
+            checkpoint_dir=run_dir / "checkpoints",
+            validate=lambda m: validation_metrics(m, task, config.train.eval_batch_size),
+            dist=dist,
+            progress=progress,
+        )
+        log.info(
+            "run %s: %s on %s, seed %d",
+            run_dir.name,
+            config.model_name,
+            config.dataset,
+            config.seed,
+        )
+        started = time.perf_counter()
+        state = trainer.fit(resume=resume)
+        seconds = time.perf_counter() - started
+        if not dist.is_main:
+            return {}
+        save_atomic(
+            {"model": model.state_dict(), "config": config.to_dict(), "fingerprint": fingerprint},
+            run_dir / "model.pt",
+        )
+        metrics = {
+            "run": run_dir.name,
+            "model": config.model_name,
+            "dataset": config.dataset,
+            "seed": config.seed,
+            "data_fingerprint": fingerprint,
+            "train_seconds_this_process": round(seconds, 2),
+            "resumed": resume,
+            "history": state.history,
+            "step_losses": state.step_losses,
+        }
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        return evaluate(run_dir, task=task, model=model)
+    finally:
+        if handler is not None:
+            logging.getLogger("convrec").removeHandler(handler)
+            handler.close()
+
+
+def load_run(run_dir: Path) -> tuple[RunConfig, RecTask, ConvRecModel]:
+    """Rebuild a trained run's model with its selected weights."""
+    config = RunConfig.load(run_dir / "config.yaml")
+    weights = run_dir / "model.pt"
+    if not weights.is_file():
+        raise ValueError(f"{run_dir}: no model.pt (training has not finished; use --resume)")
+    task, _ = build_task(config)
+    model = build_model(config, task)
+    model.load_state_dict(load_checkpoint(weights)["model"])
+    model.eval()
+    return config, task, model
+
+
+def test_results(
+    model: ConvRecModel, name: str, task: RecTask, config: RunConfig, fingerprint: str | None
+) -> list[RecommendationResult]:
+    return [
+        recommendation_result(
+            rank_targets(
+                model, task, task.eval_samples("test", protocol), config.train.eval_batch_size
+            ),
+            model=name,
+            dataset=config.dataset,
+            split="test",
+            protocol=protocol,
+            seed=config.seed,
+            dataset_fingerprint=fingerprint,
+        )
+        for protocol in PROTOCOLS
+    ]
+
+
+def baseline_results(
+    task: RecTask, config: RunConfig, fingerprint: str | None
+) -> list[RecommendationResult]:
+    """Popularity and repeat on the same samples: a table is read against them."""
+    results = []
+    for name in BASELINES:
+        if name == config.model_name:
+            continue
+        baseline = get_model(name)(get_model(name).Config(), task)
+        baseline.fit()
+        results += test_results(baseline, name, task, config, fingerprint)
+    return results
+
+
+def evaluate(
+    run_dir: Path, *, task: RecTask | None = None, model: ConvRecModel | None = None
+) -> dict[str, Any]:
+    """Test metrics (both protocols, 95% bootstrap CIs) into metrics.json and report.md."""
+    config = RunConfig.load(run_dir / "config.yaml")
+    if task is None or model is None:
+        config, task, model = load_run(run_dir)
+    metrics_path = run_dir / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    fingerprint = metrics.get("data_fingerprint")
+    results = test_results(model, config.model_name, task, config, fingerprint)
+    results += baseline_results(task, config, fingerprint)
+    metrics["test"] = [to_json(r) for r in results]
+    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    (run_dir / "report.md").write_text(
+        f"# {config.model_name} on {config.dataset} (seed {config.seed})\n\n"
+        + markdown_table(results, reference_rows=REFERENCE_ROWS)
+        + "\n"
+    )
+    return metrics
+
+
+def run_results(run_dir: Path) -> list[RecommendationResult]:
+    """The test results stored in a run's metrics.json."""
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        raise ValueError(f"{run_dir}: no metrics.json (not a finished run)")
+    stored = json.loads(path.read_text()).get("test")
+    if not stored:
+        raise ValueError(f"{run_dir}: metrics.json has no test results; run `convrec evaluate`")
+    return [from_json(r) for r in stored]
+
+
+def compare_results(run_dirs: list[Path]) -> list[list[RecommendationResult]]:
+    """Each run's results, with the shared baselines kept once (from the first run)."""
+    seen: set[tuple[str, str, str, str]] = set()
+    by_run = []
+    for run_dir in run_dirs:
+        kept = []
+        for result in run_results(run_dir):
+            key = (result.model, result.dataset, result.split, result.protocol)
+            if result.model in BASELINES and key in seen:
+                continue
+            seen.add(key)
+            kept.append(result)
+        by_run.append(kept)
+    return by_run
