@@ -8,8 +8,7 @@ from convrec.config import ConfigError, RunConfig, TrainConfig, parse_overrides,
 def test_precedence_defaults_file_dataset_section_user_file_command_line(tmp_path, monkeypatch):
     model_defaults = tmp_path / "popularity.yaml"
     model_defaults.write_text(
-        "train: {lr: 0.01, epochs: 5, patience: 2}\n"
-        "datasets:\n  demo: {train: {epochs: 7}}\n"
+        "train: {lr: 0.01, epochs: 5, patience: 2}\ndatasets:\n  demo: {train: {epochs: 7}}\n"
     )
     monkeypatch.setattr("convrec.config.default_config_file", lambda name: model_defaults)
     user = tmp_path / "user.yaml"

@@ -30,8 +30,18 @@ SMALL_DEMO = [
 
 
 def train_args(run_dir: Path, *extra: str) -> list[str]:
-    return ["train", "--model", "kbrd", "--dataset", "demo", "--run-dir", str(run_dir),
-            "--no-progress", *SMALL_DEMO, *extra]
+    return [
+        "train",
+        "--model",
+        "kbrd",
+        "--dataset",
+        "demo",
+        "--run-dir",
+        str(run_dir),
+        "--no-progress",
+        *SMALL_DEMO,
+        *extra,
+    ]
 
 
 def read_test_metrics(run_dir: Path) -> list[dict]:
@@ -66,8 +76,9 @@ def test_same_config_and_seed_give_identical_metrics(tmp_path):
     result = runner.invoke(app, ["evaluate", "--run", str(tmp_path / "a")])
     assert result.exit_code == 0, result.output
     assert read_test_metrics(tmp_path / "a") == first
-    result = runner.invoke(app, ["compare", str(tmp_path / "a"), str(tmp_path / "b"),
-                                 "--aggregate-seeds"])
+    result = runner.invoke(
+        app, ["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--aggregate-seeds"]
+    )
     assert result.exit_code == 0, result.output
     assert "kbrd" in result.stdout and "repeat" in result.stdout
 
@@ -84,13 +95,22 @@ def test_killed_and_resumed_run_ends_with_the_same_metrics(tmp_path):
     env = cli_env(tmp_path / "cache")
     command = [sys.executable, "-m", "convrec"]
     settings = ["train.epochs=3", "train.checkpoint_every=1", "train.patience=5"]
-    subprocess.run([*command, *train_args(tmp_path / "full", *settings)], env=env,
-                   check=True, capture_output=True, cwd=PROJECT_ROOT)
+    subprocess.run(
+        [*command, *train_args(tmp_path / "full", *settings)],
+        env=env,
+        check=True,
+        capture_output=True,
+        cwd=PROJECT_ROOT,
+    )
 
     killed = tmp_path / "killed"
-    process = subprocess.Popen([*command, *train_args(killed, *settings)], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               cwd=PROJECT_ROOT)
+    process = subprocess.Popen(
+        [*command, *train_args(killed, *settings)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=PROJECT_ROOT,
+    )
     checkpoint = killed / "checkpoints" / "last.pt"
     deadline = time.monotonic() + 120
     steps = 0
@@ -106,8 +126,13 @@ def test_killed_and_resumed_run_ends_with_the_same_metrics(tmp_path):
     process.wait()
     assert not (killed / "metrics.json").exists()  # it really was cut short
 
-    subprocess.run([*command, "train", "--resume", str(killed), "--no-progress"], env=env,
-                   check=True, capture_output=True, cwd=PROJECT_ROOT)
+    subprocess.run(
+        [*command, "train", "--resume", str(killed), "--no-progress"],
+        env=env,
+        check=True,
+        capture_output=True,
+        cwd=PROJECT_ROOT,
+    )
     full = json.loads((tmp_path / "full" / "metrics.json").read_text())
     resumed = json.loads((killed / "metrics.json").read_text())
     assert resumed["step_losses"] == full["step_losses"]
@@ -119,12 +144,30 @@ def test_killed_and_resumed_run_ends_with_the_same_metrics(tmp_path):
 def test_two_processes_follow_the_single_process_loss_trajectory(tmp_path):
     env = cli_env(tmp_path / "cache")
     settings = ["train.epochs=2", "model.dropout=0.0", "train.batch_size=32"]
-    subprocess.run([sys.executable, "-m", "convrec", *train_args(tmp_path / "one", *settings)],
-                   env=env, check=True, capture_output=True, cwd=PROJECT_ROOT)
-    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-              "--nproc_per_node", "2", "-m", "convrec"]
-    result = subprocess.run([*launch, *train_args(tmp_path / "two", *settings)], env=env,
-                            capture_output=True, text=True, cwd=PROJECT_ROOT)
+    subprocess.run(
+        [sys.executable, "-m", "convrec", *train_args(tmp_path / "one", *settings)],
+        env=env,
+        check=True,
+        capture_output=True,
+        cwd=PROJECT_ROOT,
+    )
+    launch = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "convrec",
+    ]
+    result = subprocess.run(
+        [*launch, *train_args(tmp_path / "two", *settings)],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     one = json.loads((tmp_path / "one" / "metrics.json").read_text())
     two = json.loads((tmp_path / "two" / "metrics.json").read_text())

@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
-from torch_geometric.nn import RGCNConv
 
 from convrec.data.kg import InverseMode
 from convrec.data.samples import RecSample
@@ -43,7 +42,7 @@ class KBRDConfig(ModelConfig):
     max_context_entities: int = Field(
         32, ge=1, description="keep only the most recently first-mentioned context entities"
     )
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the user vector")
+    dropout: float = Field(0.3, ge=0.0, lt=1.0, description="dropout on the user vector")
     label_smoothing: float = Field(
         0.0, ge=0.0, lt=1.0, description="label smoothing of the cross-entropy over items"
     )
@@ -83,6 +82,9 @@ class KBRD(ConvRecModel):
         self.register_buffer("edge_index", edges.edge_index, persistent=False)
         self.register_buffer("edge_type", edges.edge_type, persistent=False)
         self.register_buffer("items", torch.from_numpy(kg.items), persistent=False)
+
+        # Imported here: torch-geometric takes seconds to import, and only KBRD needs it.
+        from torch_geometric.nn import RGCNConv
 
         self.entity_embedding = nn.Embedding(kg.num_entities, config.dim)
         self.rgcn = RGCNConv(

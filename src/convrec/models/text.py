@@ -3,12 +3,13 @@ scores the catalogue.
 
 The "BERT" row of the CRS tables (MSCRS Table 2): no knowledge graph, only the words::
 
-    "User: ... System: ... User: ..."  (latest turns kept)  --sentence encoder-->  c  [B, dim]
-    scores = c @ item_table^T + item_bias                                              [B, num_items]
+    "User: ... System: ... User: ..."  --sentence encoder-->  c     [B, dim]
+    scores = c @ item_table^T + item_bias                           [B, num_items]
 
-Frozen (the default), the encoder is a fixed feature extractor: each distinct context is
-encoded once and memoised, so an epoch costs one linear layer. Fine-tuned, the encoder
-trains with the item table (about 40x slower per epoch on a CPU).
+Long contexts keep their latest tokens. Frozen (the default), the encoder is a fixed
+feature extractor: each distinct context is encoded once and memoised, so an epoch costs
+one linear layer. Fine-tuned, the encoder trains with the item table (minutes per INSPIRED
+epoch on a CPU; meant for a GPU).
 """
 
 from __future__ import annotations
@@ -40,7 +41,10 @@ class TextConfig(ModelConfig):
         256, ge=8, le=512, description="context tokens kept; the most recent ones survive"
     )
     freeze_encoder: bool = Field(
-        True, description="keep the encoder fixed and memoise context vectors; else fine-tune it"
+        True,
+        description="keep the encoder fixed and memoise context vectors; false fine-tunes it "
+        "(minutes per INSPIRED epoch on a CPU; the fresh item table needs a larger learning "
+        "rate than the encoder)",
     )
     dropout: float = Field(0.1, ge=0.0, lt=1.0, description="dropout on the context vector")
     label_smoothing: float = Field(
@@ -56,6 +60,7 @@ def render_context(turns: Iterable[Turn]) -> str:
 def _drop_encoder_weights(
     module: nn.Module, state_dict: dict[str, Any], prefix: str, _metadata: Any
 ) -> None:
+    """State-dict hook (a function: torch tags it with an attribute, which a method refuses)."""
     for key in [k for k in state_dict if k.startswith(f"{prefix}encoder.")]:
         del state_dict[key]
 
@@ -140,6 +145,10 @@ class TextRecommender(ConvRecModel):
                 loss=self.loss,
                 samples=lambda: self.task.train,
                 collate=self.collate,
-                parameters=lambda: (p for p in self.parameters() if p.requires_grad),
+                parameters=lambda: (
+                    self.item_scorer.parameters()
+                    if self.config.freeze_encoder
+                    else self.parameters()
+                ),
             )
         ]

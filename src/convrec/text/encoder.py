@@ -114,7 +114,8 @@ class SentenceEncoder(nn.Module):
         return dict(features)
 
     def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """`sentence_embedding` [B, dim], `token_embeddings` [B, L, dim], `attention_mask` [B, L]."""
+        """Pooled `sentence_embedding` [B, dim], `token_embeddings` [B, L, dim] and the
+        `attention_mask` [B, L] that marks real tokens."""
         features = {name: value.to(self.device) for name, value in features.items()}
         return self.model(features)
 
