@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
@@ -85,3 +86,31 @@ class ConvRecModel(nn.Module):
     def recommend(self, batch: Batch) -> torch.Tensor:
         """Scores [B, num_items] over the whole catalogue, higher is better."""
         raise NotImplementedError
+
+
+class CatalogueRecommender(ConvRecModel):
+    """A recommender trained in one stage with softmax cross-entropy over the catalogue.
+
+    Subclasses provide `collate` (with `targets`, the catalogue positions) and
+    `recommend`; their config has a `label_smoothing` field.
+    """
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        """Cross-entropy over the whole catalogue, per sample [B]."""
+        scores = self.recommend(batch)
+        return F.cross_entropy(
+            scores,
+            batch["targets"].to(scores.device),
+            reduction="none",
+            label_smoothing=self.config.label_smoothing,
+        )
+
+    def stages(self) -> list[Stage]:
+        return [
+            Stage(
+                name="recommend",
+                loss=self.loss,
+                samples=lambda: self.task.train,
+                collate=self.collate,
+            )
+        ]

@@ -25,7 +25,7 @@ from torch.nn.utils.rnn import pad_sequence
 from convrec.data.kg import InverseMode
 from convrec.data.samples import RecSample
 from convrec.data.tasks import RecTask
-from convrec.models.base import Batch, ConvRecModel, ModelConfig, Stage
+from convrec.models.base import Batch, CatalogueRecommender, ModelConfig
 from convrec.registry import register_model
 
 
@@ -69,7 +69,7 @@ class SelfAttentionPooling(nn.Module):
 
 
 @register_model
-class KBRD(ConvRecModel):
+class KBRD(CatalogueRecommender):
     name = "kbrd"
     description = "KBRD: R-GCN entity embeddings pooled by self-attention over the context"
     Config = KBRDConfig
@@ -117,23 +117,3 @@ class KBRD(ConvRecModel):
         mask = batch["mask"].to(entity_states.device)
         user = self.attention(entity_states[entities], mask)
         return F.linear(self.dropout(user), entity_states[self.items], self.item_bias)
-
-    def loss(self, batch: Batch) -> torch.Tensor:
-        """Cross-entropy over the whole catalogue, per sample [B]."""
-        scores = self.recommend(batch)
-        return F.cross_entropy(
-            scores,
-            batch["targets"].to(scores.device),
-            reduction="none",
-            label_smoothing=self.config.label_smoothing,
-        )
-
-    def stages(self) -> list[Stage]:
-        return [
-            Stage(
-                name="recommend",
-                loss=self.loss,
-                samples=lambda: self.task.train,
-                collate=self.collate,
-            )
-        ]

@@ -18,14 +18,13 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
 from convrec.data.samples import RecSample
 from convrec.data.schema import Turn
 from convrec.data.tasks import RecTask
-from convrec.models.base import Batch, ConvRecModel, ModelConfig, Stage
+from convrec.models.base import Batch, CatalogueRecommender, ModelConfig
 from convrec.registry import register_model
 from convrec.text.encoder import DEFAULT_ENCODER, SentenceEncoder
 
@@ -66,7 +65,7 @@ def _drop_encoder_weights(
 
 
 @register_model
-class TextRecommender(ConvRecModel):
+class TextRecommender(CatalogueRecommender):
     name = "text"
     description = "Sentence encoder over the dialogue text and a linear item scorer (BERT row)"
     Config = TextConfig
@@ -127,28 +126,3 @@ class TextRecommender(ConvRecModel):
 
     def recommend(self, batch: Batch) -> torch.Tensor:
         return self.item_scorer(self.dropout(self.encode_contexts(batch["contexts"])))
-
-    def loss(self, batch: Batch) -> torch.Tensor:
-        """Cross-entropy over the whole catalogue, per sample [B]."""
-        scores = self.recommend(batch)
-        return F.cross_entropy(
-            scores,
-            batch["targets"].to(scores.device),
-            reduction="none",
-            label_smoothing=self.config.label_smoothing,
-        )
-
-    def stages(self) -> list[Stage]:
-        return [
-            Stage(
-                name="recommend",
-                loss=self.loss,
-                samples=lambda: self.task.train,
-                collate=self.collate,
-                parameters=lambda: (
-                    self.item_scorer.parameters()
-                    if self.config.freeze_encoder
-                    else self.parameters()
-                ),
-            )
-        ]
