@@ -60,6 +60,9 @@ class KnowledgeGraph:
         self.items: np.ndarray = np.unique(np.fromiter(items, dtype=np.int64))
         if len(self.items) and (self.items[0] < 0 or self.items[-1] >= self.num_entities):
             raise ValueError("an item id is not an entity of the graph")
+        self._index_items()
+
+    def _index_items(self) -> None:
         self.item_index: np.ndarray = np.full(self.num_entities, -1, dtype=np.int64)
         self.item_index[self.items] = np.arange(len(self.items))
 
@@ -175,7 +178,8 @@ class KnowledgeGraph:
             f"triples={self.num_triples}, items={self.num_items})"
         )
 
-    # Pickle only the defining arrays; lookups are rebuilt on load.
+    # Pickle only the defining (already validated, sorted) arrays; lookups are rebuilt on
+    # load without repeating the validation and sorting.
     def __getstate__(self) -> dict:
         return {
             "entities": self.entities,
@@ -185,4 +189,9 @@ class KnowledgeGraph:
         }
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["entities"], state["relations"], state["triples"], state["items"])
+        self.entities = state["entities"]
+        self.relations = state["relations"]
+        self.triples = state["triples"]
+        self.items = state["items"]
+        self._entity_ids = {name: i for i, name in enumerate(self.entities)}
+        self._index_items()

@@ -12,6 +12,7 @@ from typing import Literal
 
 import numpy as np
 
+from convrec.data.kg import KnowledgeGraph
 from convrec.data.samples import RecSample, TurnSelection, build_rec_samples
 from convrec.data.schema import ConversationDataset
 
@@ -37,7 +38,7 @@ class RecTask:
     _eval: dict[tuple[str, Protocol], list[RecSample]] = field(default_factory=dict, repr=False)
 
     @property
-    def kg(self):
+    def kg(self) -> KnowledgeGraph:
         return self.dataset.kg
 
     @property
