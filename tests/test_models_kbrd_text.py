@@ -46,7 +46,7 @@ def make_kbrd(task: RecTask, **options) -> KBRD:
 
 def test_kbrd_scores_the_catalogue_and_loss_is_per_sample(task, samples) -> None:
     model = make_kbrd(task)
-    batch = model.collate(samples)
+    batch = model.with_targets(samples)
     assert model.recommend(batch).shape == (len(samples), task.num_items)
     assert model.loss(batch).shape == (len(samples),)
 
@@ -56,11 +56,11 @@ def test_kbrd_context_without_entities_scores_the_item_bias(task, samples) -> No
     with torch.no_grad():
         model.item_bias.normal_()
     empty = dataclasses.replace(samples[0], context_entities=())
-    scores = model.recommend(model.collate([empty, samples[1]]))
+    scores = model.recommend(model.with_targets([empty, samples[1]]))
     torch.testing.assert_close(scores[0], model.item_bias.detach())
     assert not torch.allclose(scores[1], model.item_bias.detach())
     # Only empty contexts: the padded batch has no entity column at all.
-    alone = model.recommend(model.collate([empty]))
+    alone = model.recommend(model.with_targets([empty]))
     torch.testing.assert_close(alone[0], model.item_bias.detach())
 
 
@@ -69,22 +69,22 @@ def test_kbrd_scores_do_not_depend_on_padding(task, samples) -> None:
     short = min(samples, key=lambda s: len(s.context_entities))
     longest = max(samples, key=lambda s: len(s.context_entities))
     assert len(short.context_entities) < len(longest.context_entities)
-    alone = model.recommend(model.collate([short]))
-    padded = model.recommend(model.collate([short, longest]))
+    alone = model.recommend(model.with_targets([short]))
+    padded = model.recommend(model.with_targets([short, longest]))
     torch.testing.assert_close(alone[0], padded[0])
 
 
 def test_kbrd_keeps_the_latest_context_entities(task, samples) -> None:
     model = make_kbrd(task, max_context_entities=2)
     sample = max(samples, key=lambda s: len(s.context_entities))
-    batch = model.collate([sample])
+    batch = model.with_targets([sample])
     assert batch["entities"][0].tolist() == list(sample.context_entities[-2:])
     assert batch["mask"].all()
 
 
 def test_kbrd_gradients_reach_the_entity_table(task, samples) -> None:
     model = make_kbrd(task)
-    model.loss(model.collate(samples)).mean().backward()
+    model.loss(model.with_targets(samples)).mean().backward()
     grad = model.entity_embedding.weight.grad
     assert grad is not None
     # Through the R-GCN, every catalogue item's embedding gets a gradient from the softmax.
@@ -94,7 +94,7 @@ def test_kbrd_gradients_reach_the_entity_table(task, samples) -> None:
 
 def test_kbrd_training_steps_reduce_the_loss(task, samples) -> None:
     model = make_kbrd(task)
-    batch = model.collate(samples)
+    batch = model.with_targets(samples)
     stage = model.stages()[0]
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     losses = []
@@ -154,7 +154,7 @@ def test_render_context_prefixes_speakers(samples) -> None:
 
 
 def test_text_scores_and_loss_shapes(text_model, samples, task) -> None:
-    batch = text_model.collate(samples)
+    batch = text_model.with_targets(samples)
     assert text_model.recommend(batch).shape == (len(samples), task.num_items)
     assert text_model.loss(batch).shape == (len(samples),)
 
@@ -173,7 +173,7 @@ def test_frozen_text_model_trains_only_the_item_table_and_memoises(
     encoder_before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
     scorer_before = model.item_scorer.weight.detach().clone()
 
-    batch = model.collate(samples)
+    batch = model.with_targets(samples)
     optimizer = torch.optim.AdamW(params, lr=1e-2)
     stage.loss(batch).mean().backward()
     optimizer.step()
@@ -193,7 +193,7 @@ def test_frozen_text_model_trains_only_the_item_table_and_memoises(
 def test_frozen_encoder_stays_out_of_checkpoints(text_model, samples) -> None:
     state = text_model.state_dict()
     assert set(state) == {"item_scorer.weight", "item_scorer.bias"}
-    text_model.recommend(text_model.collate(samples[:2]))
+    text_model.recommend(text_model.with_targets(samples[:2]))
     text_model.load_state_dict(state, strict=True)
     assert text_model._context_cache  # same encoder weights: the memo is still valid
 
@@ -204,7 +204,7 @@ def test_frozen_encoder_stays_out_of_checkpoints(text_model, samples) -> None:
 
 def test_fine_tuned_encoder_gets_gradients(task, samples) -> None:
     model = TextRecommender(TextConfig(max_tokens=16, freeze_encoder=False), task).train()
-    model.loss(model.collate(samples[:2])).mean().backward()
+    model.loss(model.with_targets(samples[:2])).mean().backward()
     no_grad = [name for name, p in model.encoder.named_parameters() if p.grad is None]
     assert all(".pooler." in name for name in no_grad)  # BERT's pooler is not used
     assert not model._context_cache

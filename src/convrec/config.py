@@ -36,6 +36,20 @@ class ConfigError(ValueError):
     """A configuration key or value is wrong; the message names the key."""
 
 
+class StageSettings(BaseModel):
+    """Per-stage overrides of the `train` settings (unset fields keep the run's value)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int | None = Field(None, ge=1, description="maximum epochs of this stage")
+    batch_size: int | None = Field(None, ge=1, description="global batch size in this stage")
+    lr: float | None = Field(None, gt=0, description="peak learning rate of this stage")
+    weight_decay: float | None = Field(None, ge=0, description="weight decay in this stage")
+    warmup_ratio: float | None = Field(None, ge=0, le=1, description="warm-up share")
+    patience: int | None = Field(None, ge=1, description="early-stopping patience")
+    max_steps: int | None = Field(None, ge=1, description="optimizer steps cap of this stage")
+
+
 class TrainConfig(BaseModel):
     """How the shared trainer optimises every gradient stage of a model."""
 
@@ -67,6 +81,17 @@ class TrainConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto: each process's GPU when CUDA is available, else the CPU"
     )
+    stages: dict[str, StageSettings] = Field(
+        default_factory=dict,
+        description="per-stage overrides by stage name, e.g. stages.converse.lr=1e-4",
+    )
+
+    def for_stage(self, name: str) -> TrainConfig:
+        """These settings with stage `name`'s overrides applied."""
+        overrides = self.stages.get(name)
+        if overrides is None:
+            return self
+        return self.model_copy(update=overrides.model_dump(exclude_none=True))
 
 
 class DataConfig(BaseModel):

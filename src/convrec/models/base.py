@@ -1,9 +1,13 @@
 """What a model is to the rest of convrec: a module, a config, and declared abilities.
 
 A model does not own a training loop. It says how to turn samples into a batch
-(`collate`), how to score the catalogue (`recommend`), what it can compute without
-gradients (`fit`: counts, caches) and which gradient stages it needs (`stages`); the one
-`Trainer` runs those stages for every model.
+(`collate`), how to score the catalogue (`recommend`), optionally how to answer in words
+(`respond`), what it can compute without gradients (`fit`: counts, caches) and which
+gradient stages it needs (`stages`); the one `Trainer` runs those stages for every model.
+
+`collate` reads only the context of a sample (turns and entities), never its target, so
+the same call serves training, evaluation and a live chat; training stages add the
+targets they need (`with_targets`).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from convrec.data.samples import RecSample
+from convrec.data.samples import ConvSample, RecSample
 from convrec.data.tasks import RecTask
 
 Batch = dict[str, Any]
@@ -50,6 +54,23 @@ class Stage:
     collate: Callable[[Sequence[Any]], Batch]
     select_metric: str = "recall@10"
     parameters: Callable[[], Iterable[nn.Parameter]] | None = None
+    # The stage's own validation (e.g. response loss); None: the run's recommendation metrics.
+    validate: Callable[[], dict[str, float]] | None = None
+    higher_is_better: bool = True
+    # Runs once when the stage starts fresh (not when resuming inside it): e.g. copy weights.
+    begin: Callable[[], None] | None = None
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A model's answer to one context: the response text and the items it recommends.
+
+    `items` are KG entity ids of catalogue items, best first: for a model that fills
+    slots from its recommender, the items in the order the slots were filled.
+    """
+
+    text: str
+    items: tuple[int, ...] = ()
 
 
 class ConvRecModel(nn.Module):
@@ -80,19 +101,33 @@ class ConvRecModel(nn.Module):
         """The gradient stages, in order (default: none; e.g. count-based baselines)."""
         return []
 
-    def collate(self, samples: Sequence[RecSample]) -> Batch:
+    def collate(self, samples: Sequence[RecSample | ConvSample]) -> Batch:
+        """A batch from the samples' contexts (turns, entities); targets are not read."""
         raise NotImplementedError
+
+    def with_targets(self, samples: Sequence[RecSample]) -> Batch:
+        """`collate` plus `targets`, the catalogue positions of the samples' target items."""
+        return {
+            **self.collate(samples),
+            "targets": torch.from_numpy(self.task.target_indices(list(samples))),
+        }
 
     def recommend(self, batch: Batch) -> torch.Tensor:
         """Scores [B, num_items] over the whole catalogue, higher is better."""
         raise NotImplementedError
 
+    can_respond: ClassVar[bool] = False
+
+    def respond(self, samples: Sequence[ConvSample]) -> list[Reply]:
+        """Generate the next recommender turn for each sample's context (`can_respond`)."""
+        raise NotImplementedError(f"model {self.name!r} does not generate responses")
+
 
 class CatalogueRecommender(ConvRecModel):
     """A recommender trained in one stage with softmax cross-entropy over the catalogue.
 
-    Subclasses provide `collate` (with `targets`, the catalogue positions) and
-    `recommend`; their config has a `label_smoothing` field.
+    Subclasses provide `collate` and `recommend`; their config has a `label_smoothing`
+    field.
     """
 
     def loss(self, batch: Batch) -> torch.Tensor:
@@ -111,6 +146,6 @@ class CatalogueRecommender(ConvRecModel):
                 name="recommend",
                 loss=self.loss,
                 samples=lambda: self.task.train,
-                collate=self.collate,
+                collate=self.with_targets,
             )
         ]

@@ -104,7 +104,6 @@ class KBRD(CatalogueRecommender):
         return {
             "entities": entities,
             "mask": torch.arange(entities.shape[1])[None, :] < lengths[:, None],
-            "targets": torch.from_numpy(self.task.target_indices(samples)),
         }
 
     def encode_graph(self) -> torch.Tensor:

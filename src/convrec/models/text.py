@@ -110,7 +110,6 @@ class TextRecommender(CatalogueRecommender):
     def collate(self, samples: Sequence[RecSample]) -> Batch:
         return {
             "contexts": [render_context(s.context_turns) for s in samples],
-            "targets": torch.from_numpy(self.task.target_indices(samples)),
         }
 
     def encode_contexts(self, contexts: Sequence[str]) -> torch.Tensor:

@@ -3,7 +3,8 @@
 Per stage: AdamW or Adam, linear warm-up then linear decay, gradient clipping and
 accumulation, a progress bar with loss and throughput, validation after every epoch,
 early stopping on the stage's validation metric with the best weights restored at the
-end of the stage, and checkpoints from which `resume` continues bit for bit.
+end of the stage, and checkpoints from which `resume` continues bit for bit. Settings can
+differ per stage (`train.stages.<name>`).
 
 Determinism: the sample order of an epoch comes from a generator seeded by (seed, stage,
 epoch), not from the global RNG, so a resumed run replays the same batches; dropout draws
@@ -142,6 +143,7 @@ class Trainer:
         if checkpoint is None:
             self.model.fit()
         stages = self.model.stages()
+        self._check_stage_names(stages)
         while not self.state.finished and self.state.stage < len(stages):
             self._run_stage(stages[self.state.stage], checkpoint)
             checkpoint = None
@@ -160,26 +162,37 @@ class Trainer:
             p.requires_grad_(id(p) in chosen)
         return [p for p in self.model.parameters() if p.requires_grad]
 
-    def _optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-        kind = torch.optim.AdamW if self.config.optimizer == "adamw" else torch.optim.Adam
-        return kind(params, lr=self.config.lr, weight_decay=self.config.weight_decay)
+    def _optimizer(self, params: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+        kind = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+        return kind(params, lr=config.lr, weight_decay=config.weight_decay)
 
-    def _batches(self, num_samples: int, epoch: int) -> list[torch.Tensor]:
+    def _batches(self, num_samples: int, epoch: int, size: int) -> list[torch.Tensor]:
         generator = torch.Generator().manual_seed(
             (self.seed * 1_000_003 + self.state.stage * 10_007 + epoch) % (2**63)
         )
         order = torch.randperm(num_samples, generator=generator)
-        size = self.config.batch_size
         batches = list(order.split(size))
         # Every process needs at least one sample of a batch; a smaller tail is dropped.
         return [b for b in batches if len(b) >= self.dist.world_size]
 
+    def _check_stage_names(self, stages: list[Stage]) -> None:
+        unknown = sorted(set(self.config.stages) - {s.name for s in stages})
+        if unknown:
+            raise ValueError(
+                f"train.stages.{unknown[0]}: the model has no stage {unknown[0]!r}; its stages "
+                f"are {', '.join(s.name for s in stages) or 'none'}"
+            )
+
     def _run_stage(self, stage: Stage, checkpoint: dict[str, Any] | None) -> None:
-        config, state = self.config, self.state
+        config, state = self.config.for_stage(stage.name), self.state
+        self.stage_config = config
         samples: Sequence[Any] = stage.samples()
         params = self._trainable(stage)
-        optimizer = self._optimizer(params)
-        batches_per_epoch = len(self._batches(len(samples), 0))
+        optimizer = self._optimizer(params, config)
+        resuming_inside = checkpoint is not None and "optimizer" in checkpoint
+        if stage.begin is not None and not resuming_inside:
+            stage.begin()
+        batches_per_epoch = len(self._batches(len(samples), 0, config.batch_size))
         steps_per_epoch = math.ceil(batches_per_epoch / config.grad_accum)
         total_steps = steps_per_epoch * config.epochs
         if config.max_steps is not None:
@@ -187,7 +200,7 @@ class Trainer:
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, linear_schedule(total_steps, round(config.warmup_ratio * total_steps))
         )
-        if checkpoint is not None and "optimizer" in checkpoint:  # resuming inside this stage
+        if resuming_inside:
             optimizer.load_state_dict(checkpoint["optimizer"])
             scheduler.load_state_dict(checkpoint["scheduler"])
 
@@ -224,7 +237,7 @@ class Trainer:
         self.dist.barrier()
 
     def _out_of_steps(self) -> bool:
-        limit = self.config.max_steps
+        limit = self.stage_config.max_steps
         return limit is not None and self.state.optimizer_steps >= limit
 
     def _run_epoch(
@@ -236,8 +249,8 @@ class Trainer:
         scheduler: Any,
         params: list[nn.Parameter],
     ) -> None:
-        config, state, dist = self.config, self.state, self.dist
-        batches = self._batches(len(samples), state.epoch)
+        config, state, dist = self.stage_config, self.state, self.dist
+        batches = self._batches(len(samples), state.epoch, config.batch_size)
         self.model.train()
         bar = tqdm(
             total=len(batches),
@@ -297,11 +310,13 @@ class Trainer:
             )
             bar.update(1)
         bar.close()
+        self._epoch_throughput = (seen, time.perf_counter() - started)
 
     def _end_epoch(self, stage: Stage, optimizer: Any, scheduler: Any) -> None:
         """Validate, keep the best weights, decide whether to stop, checkpoint."""
-        state, config = self.state, self.config
-        metrics = self.validate(self.model) if self.dist.is_main else {}
+        state, config = self.state, self.stage_config
+        validate = stage.validate or (lambda: self.validate(self.model))
+        metrics = validate() if self.dist.is_main else {}
         metrics = self.dist.broadcast(metrics)
         if stage.select_metric not in metrics:
             raise KeyError(
@@ -309,20 +324,25 @@ class Trainer:
                 f"returned {sorted(metrics)}"
             )
         value = metrics[stage.select_metric]
-        improved = value > state.best_metric
+        # best_metric is kept as "higher is better"; a loss is stored negated.
+        signed = value if stage.higher_is_better else -value
+        improved = signed > state.best_metric
         if improved:
-            state.best_metric, state.best_epoch, state.bad_epochs = value, state.epoch, 0
+            state.best_metric, state.best_epoch, state.bad_epochs = signed, state.epoch, 0
             if self.dist.is_main:
                 save_atomic({"model": self.model.state_dict()}, self.best_path)
         else:
             state.bad_epochs += 1
         losses = state.step_losses[state.epoch_first_step :]
+        seen, seconds = getattr(self, "_epoch_throughput", (0, 0.0))
         row = {
             "stage": stage.name,
             "epoch": state.epoch + 1,
             "optimizer_steps": state.optimizer_steps,
             "train_loss": sum(losses) / len(losses) if losses else float("nan"),
             "lr": scheduler.get_last_lr()[0],
+            "train_seconds": round(seconds, 2),
+            "samples_per_s": round(seen / seconds, 2) if seconds > 0 else None,
             **{f"valid/{k}": v for k, v in metrics.items()},
             "best": improved,
         }
