@@ -265,8 +265,12 @@ def test_per_stage_settings_own_validation_and_begin_hook(tmp_path):
 def test_unknown_stage_in_settings_is_an_error(tmp_path):
     config = TrainConfig(stages={"thrid": {"lr": 1e-3}})
     trainer = Trainer(
-        Tiny(make_samples()), config, seed=0, checkpoint_dir=tmp_path, validate=accuracy,
+        Tiny(make_samples()),
+        config,
+        seed=0,
+        checkpoint_dir=tmp_path,
+        validate=accuracy,
         progress=False,
     )
-    with pytest.raises(ValueError, match="train.stages.thrid.*first, second"):
+    with pytest.raises(ValueError, match=r"train\.stages\.thrid.*first, second"):
         trainer.fit()
