@@ -11,8 +11,9 @@ from convrec.data.datasets.demo import generate_demo_world
 from convrec.data.samples import RecSample
 from convrec.data.tasks import RecTask
 from convrec.models.kbrd import KBRD, KBRDConfig
-from convrec.models.text import TextConfig, TextRecommender, render_context
+from convrec.models.text import TextConfig, TextRecommender
 from convrec.registry import get_model
+from convrec.text.dialogue import render_context
 from convrec.text.encoder import (
     DEFAULT_ENCODER,
     EncoderNotFoundError,

@@ -30,6 +30,8 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+lm_app = typer.Typer(help="The compact causal LM that prompt-learning methods steer.")
+app.add_typer(lm_app, name="lm", no_args_is_help=True)
 
 console = Console()
 
@@ -39,7 +41,8 @@ def user_errors() -> Iterator[None]:
     """Bad input ends the command with one clear line, not a traceback."""
     try:
         yield
-    except (DataFormatError, KeyError, ValueError) as e:  # ConfigError is a ValueError
+    # ConfigError is a ValueError; a missing model or data file is a FileNotFoundError
+    except (DataFormatError, KeyError, ValueError, FileNotFoundError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         typer.echo(f"error: {message}", err=True)  # plain: no wrapping, no markup
         raise typer.Exit(code=2) from None
@@ -89,6 +92,57 @@ def data_stats(
         return
     for table in tables:
         print_table(table)
+
+
+@lm_app.command(
+    "pretrain", context_settings={"allow_interspersed_args": True}, no_args_is_help=True
+)
+def lm_pretrain(
+    dataset: Annotated[
+        list[str],
+        typer.Option(
+            "--dataset", "-d", help="Dataset whose training dialogues are used; repeat for several."
+        ),
+    ],
+    data_dir: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--data-dir",
+            help="Its directory, one per --dataset in the same order (not needed for demo).",
+        ),
+    ] = None,
+    settings: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="key=value settings, e.g. epochs=1 architecture.n_layer=6 "
+            "(the `model.compact_lm` section of a prompt-learning model's config)"
+        ),
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Pre-train the compact GPT-2 on dialogues (cached: a second call returns at once)."""
+    from convrec.config import validate_settings
+    from convrec.text.lm import LMPretrainConfig, pretrain_info
+    from convrec.training.lm_pretrain import CorpusSource, pretrain_lm
+
+    with user_errors():
+        dirs = list(data_dir or [])
+        if len(dirs) > len(dataset):
+            raise ValueError(f"{len(dirs)} --data-dir for {len(dataset)} --dataset")
+        sources = [
+            CorpusSource(name, str(dirs[i]) if i < len(dirs) else None)
+            for i, name in enumerate(dataset)
+        ]
+        config = validate_settings(LMPretrainConfig, settings or [], "command line")
+        path = pretrain_lm(sources, config, progress=progress)
+    info = pretrain_info(path) or {}
+    typer.echo(
+        f"compact LM: {path}\n"
+        f"  {info.get('parameters', 0):,} parameters, {info.get('train_tokens', 0):,} training "
+        f"tokens, valid perplexity {info.get('valid_perplexity', float('nan')):.1f}\n"
+        f"  use it with model.lm={path} (a run with model.lm=pretrained finds it itself when "
+        "it was pre-trained on the run's dataset with the same settings)"
+    )
 
 
 @app.command("models")
@@ -190,6 +244,75 @@ def compare(
     if output is not None:
         output.write_text(table + "\n")
     typer.echo(table)
+
+
+CHAT_HELP = """commands:
+  /reset   start a new conversation (the model forgets what was said)
+  /help    this list
+  /quit    leave (so does end of input, Ctrl-D)
+anything else is a message to the recommender"""
+
+
+@app.command()
+def chat(
+    run: Annotated[Path, typer.Option("--run", help="A trained run directory (runs/<id>).")],
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Items recommended per reply.")] = 3,
+    max_history_turns: Annotated[
+        int | None,
+        typer.Option("--max-history-turns", min=1, help="Turns the model sees (default: all)."),
+    ] = None,
+) -> None:
+    """Chat with a trained run in the terminal; reads lines from stdin (a pipe works too)."""
+    from convrec.serving import ChatSession
+    from convrec.training.run import load_run
+
+    with user_errors():
+        config, task, model = load_run(run)
+        session = ChatSession(model, task, top_k=top_k, max_history_turns=max_history_turns)
+    synthetic = " (synthetic)" if task.dataset.synthetic else ""
+    typer.echo(
+        f"convrec chat: {config.model_name} on {config.dataset}{synthetic}, from {run}. "
+        "/help for commands, /quit to leave."
+    )
+    interactive = sys.stdin.isatty()
+    while True:
+        if interactive:
+            typer.echo("you> ", nl=False)
+        try:
+            line = sys.stdin.readline()
+        except KeyboardInterrupt:
+            typer.echo()
+            break
+        if not line:  # end of input
+            if interactive:
+                typer.echo()
+            break
+        message = line.strip()
+        if not message:
+            continue
+        if not interactive:  # a transcript of a piped chat shows what was said
+            typer.echo(f"you> {message}")
+        if message.startswith("/"):
+            command = message.lower()
+            if command in ("/quit", "/exit"):
+                break
+            if command == "/reset":
+                session.reset()
+                typer.echo("(new conversation: the history is cleared)")
+            elif command == "/help":
+                typer.echo(CHAT_HELP)
+            else:
+                typer.echo(f"error: unknown command {message}; /help lists them", err=True)
+            continue
+        try:
+            reply = session.send(message)
+        except ValueError as e:
+            typer.echo(f"error: {e}", err=True)
+            continue
+        typer.echo(f"{config.model_name}> {reply.text}")
+        if reply.items:
+            ranked = "  ".join(f"{n}. {title}" for n, (_, title) in enumerate(reply.items, 1))
+            typer.echo(f"  recommends: {ranked}")
 
 
 @app.command()

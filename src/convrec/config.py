@@ -186,28 +186,43 @@ def read_config_file(path: Path, dataset: str) -> list[Layer]:
     return layers
 
 
-def parse_overrides(overrides: list[str]) -> dict[str, Any]:
-    """`["train.lr=3e-4", "seed=2"]` -> nested dict; values parsed as YAML scalars."""
+def parse_settings(items: list[str]) -> dict[str, Any]:
+    """`["a.b=3", "c=x"]` -> `{"a": {"b": 3}, "c": "x"}`; values parsed as YAML scalars."""
     layer: dict[str, Any] = {}
-    for item in overrides:
+    for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ConfigError(f"override {item!r} is not key=value (e.g. train.lr=3e-4)")
+            raise ConfigError(f"setting {item!r} is not key=value (e.g. train.lr=3e-4)")
+        try:
+            parsed = yaml.safe_load(value) if value else ""
+        except yaml.YAMLError:
+            parsed = value
+        parts = key.split(".")
+        target = layer
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"setting {item!r}: {part!r} is given both a value and keys")
+        target[parts[-1]] = parsed
+    return layer
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """`["train.lr=3e-4", "seed=2"]` -> nested dict; values parsed as YAML scalars."""
+    for item in overrides:
+        key = item.partition("=")[0]
         parts = key.split(".")
         if parts[0] not in (*SECTIONS, *TOP_LEVEL) or (parts[0] in SECTIONS and len(parts) < 2):
             raise ConfigError(
                 f"unknown key {key!r}; keys are seed or section.name with section one of "
                 f"{', '.join(SECTIONS)} (e.g. train.lr=3e-4)"
             )
-        try:
-            parsed = yaml.safe_load(value) if value else ""
-        except yaml.YAMLError:
-            parsed = value
-        target = layer
-        for part in parts[:-1]:
-            target = target.setdefault(part, {})
-        target[parts[-1]] = parsed
-    return layer
+    return parse_settings(overrides)
+
+
+def validate_settings(cls: type[BaseModel], items: list[str], source: str) -> Any:
+    """key=value settings validated against a config class (errors name the key)."""
+    return _validate(cls, parse_settings(items), "", source)
 
 
 def _merge(base: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
@@ -229,7 +244,7 @@ def _validate(cls: type[BaseModel], values: dict[str, Any], section: str, source
         return cls.model_validate(values)
     except ValidationError as e:
         error = e.errors()[0]
-        key = ".".join([section, *(str(p) for p in error["loc"])])
+        key = ".".join([*([section] if section else []), *(str(p) for p in error["loc"])])
         if error["type"] == "extra_forbidden":
             allowed = ", ".join(sorted(cls.model_fields))
             raise ConfigError(f"{source}: unknown key {key!r}; allowed: {allowed}") from None

@@ -67,10 +67,15 @@ class Reply:
 
     `items` are KG entity ids of catalogue items, best first: for a model that fills
     slots from its recommender, the items in the order the slots were filled.
+    `slotted` is the text before slot filling (what BLEU and item ratio are computed on
+    for slot-based models); `candidates` holds, per item the response emits, the ranked
+    entity ids it was chosen from (the in-response metrics' C_s).
     """
 
     text: str
     items: tuple[int, ...] = ()
+    slotted: str | None = None
+    candidates: tuple[tuple[int, ...], ...] = ()
 
 
 class ConvRecModel(nn.Module):
@@ -149,3 +154,24 @@ class CatalogueRecommender(ConvRecModel):
                 collate=self.with_targets,
             )
         ]
+
+
+def keep_out_of_checkpoints(owner: nn.Module, attribute: str) -> None:
+    """Leave the frozen submodule `owner.<attribute>` out of `owner`'s state dict.
+
+    Frozen backbones (a pre-trained LM, a sentence encoder) are the files their config
+    names; checkpoints hold only what trains. Loading a checkpoint without their weights
+    keeps the current ones; a checkpoint that has them still loads them.
+    """
+    prefix = f"{attribute}."
+
+    def drop(module: nn.Module, state_dict: dict[str, Any], outer: str, _meta: Any) -> None:
+        for key in [k for k in state_dict if k.startswith(outer + prefix)]:
+            del state_dict[key]
+
+    def fill(module: nn.Module, state_dict: dict[str, Any], outer: str, *_args: Any) -> None:
+        for key, value in module.state_dict(prefix=outer).items():
+            state_dict.setdefault(key, value)
+
+    owner.register_state_dict_post_hook(drop)
+    getattr(owner, attribute).register_load_state_dict_pre_hook(fill)

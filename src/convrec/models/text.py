@@ -14,7 +14,7 @@ epoch on a CPU; meant for a GPU).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -22,13 +22,11 @@ from pydantic import Field
 from torch import nn
 
 from convrec.data.samples import RecSample
-from convrec.data.schema import Turn
 from convrec.data.tasks import RecTask
 from convrec.models.base import Batch, CatalogueRecommender, ModelConfig
 from convrec.registry import register_model
+from convrec.text.dialogue import render_context
 from convrec.text.encoder import DEFAULT_ENCODER, SentenceEncoder
-
-ROLE_PREFIXES = {"seeker": "User", "recommender": "System"}
 
 
 class TextConfig(ModelConfig):
@@ -49,11 +47,6 @@ class TextConfig(ModelConfig):
     label_smoothing: float = Field(
         0.0, ge=0.0, lt=1.0, description="label smoothing of the cross-entropy over items"
     )
-
-
-def render_context(turns: Iterable[Turn]) -> str:
-    """The dialogue so far as one string, each turn prefixed by its speaker."""
-    return " ".join(f"{ROLE_PREFIXES[turn.role]}: {turn.text}" for turn in turns)
 
 
 def _drop_encoder_weights(

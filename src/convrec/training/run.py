@@ -11,6 +11,7 @@ runs/<id>/
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -22,6 +23,7 @@ from convrec.config import RunConfig
 from convrec.data.datasets import get_reader
 from convrec.data.schema import ConversationDataset
 from convrec.data.tasks import PROTOCOLS, RecTask
+from convrec.evaluation.conversation import conversation_markdown, conversation_metrics
 from convrec.evaluation.recommendation import rank_targets, validation_metrics
 from convrec.evaluation.report import (
     REFERENCE_ROWS,
@@ -33,8 +35,10 @@ from convrec.evaluation.report import (
 )
 from convrec.models.base import ConvRecModel
 from convrec.registry import get_model
+from convrec.text.lm import PRETRAINED_LM
 from convrec.training.checkpoint import load_checkpoint, save_atomic, seed_everything
 from convrec.training.distributed import DistContext
+from convrec.training.lm_pretrain import CorpusSource, pretrain_lm
 from convrec.training.trainer import Trainer
 
 log = logging.getLogger("convrec.train")
@@ -58,7 +62,22 @@ def build_task(config: RunConfig) -> tuple[RecTask, str]:
     return RecTask(dataset, train_turns=config.data.train_turns), reader.cache_key()
 
 
-def build_model(config: RunConfig, task: RecTask) -> ConvRecModel:
+def resolve_backbones(config: RunConfig, *, progress: bool = True) -> RunConfig:
+    """The config with `model.lm: pretrained` replaced by the cached compact LM's directory.
+
+    The LM is pre-trained on the run's dataset with `model.compact_lm` settings when the
+    cache does not hold it yet (deterministic: the same settings give the same LM).
+    """
+    if getattr(config.model, "lm", None) != PRETRAINED_LM:
+        return config
+    source = CorpusSource(config.dataset, config.data_dir, dict(config.data.options))
+    path = pretrain_lm([source], config.model.compact_lm, progress=progress)  # type: ignore[attr-defined]
+    model = config.model.model_copy(update={"lm": str(path)})
+    return dataclasses.replace(config, model=model)
+
+
+def build_model(config: RunConfig, task: RecTask, *, progress: bool = True) -> ConvRecModel:
+    config = resolve_backbones(config, progress=progress)
     seed_everything(config.seed)  # the same initial weights on every process
     return get_model(config.model_name)(config.model, task)
 
@@ -89,7 +108,10 @@ def train(
     handler = _log_to(run_dir / "train.log") if dist.is_main else None
     try:
         task, fingerprint = build_task(config)
-        model = build_model(config, task)
+        if dist.is_main:  # one process pre-trains a missing LM; the others then find it cached
+            resolve_backbones(config, progress=progress)
+        dist.barrier()
+        model = build_model(config, task, progress=progress)
         trainer = Trainer(
             model,
             config.train,
@@ -121,13 +143,14 @@ def train(
             "dataset": config.dataset,
             "seed": config.seed,
             "data_fingerprint": fingerprint,
+            "lm": getattr(model.config, "lm", None),
             "train_seconds_this_process": round(seconds, 2),
             "resumed": resume,
             "history": state.history,
             "step_losses": state.step_losses,
         }
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        return evaluate(run_dir, task=task, model=model)
+        return evaluate(run_dir, task=task, model=model, progress=progress)
     finally:
         if handler is not None:
             logging.getLogger("convrec").removeHandler(handler)
@@ -181,7 +204,11 @@ def baseline_results(
 
 
 def evaluate(
-    run_dir: Path, *, task: RecTask | None = None, model: ConvRecModel | None = None
+    run_dir: Path,
+    *,
+    task: RecTask | None = None,
+    model: ConvRecModel | None = None,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Test metrics (both protocols, 95% bootstrap CIs) into metrics.json and report.md."""
     config = RunConfig.load(run_dir / "config.yaml")
@@ -193,12 +220,19 @@ def evaluate(
     results = test_results(model, config.model_name, task, config, fingerprint)
     results += baseline_results(task, config, fingerprint)
     metrics["test"] = [to_json(r) for r in results]
-    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
-    (run_dir / "report.md").write_text(
+    report = (
         f"# {config.model_name} on {config.dataset} (seed {config.seed})\n\n"
         + markdown_table(results, reference_rows=REFERENCE_ROWS)
         + "\n"
     )
+    if model.can_respond:
+        started = time.perf_counter()
+        conversation = conversation_metrics(model, task, "test", progress=progress)
+        conversation["seconds"] = round(time.perf_counter() - started, 1)
+        metrics["conversation"] = conversation
+        report += "\n## Conversation\n\n" + conversation_markdown(config.model_name, conversation)
+    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    (run_dir / "report.md").write_text(report)
     return metrics
 
 

@@ -1,0 +1,1 @@
+"""Graph encoders over the knowledge graph (torch-geometric)."""

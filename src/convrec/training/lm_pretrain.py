@@ -1,0 +1,232 @@
+"""Pre-training the compact causal LM on dialogues, cached by fingerprint.
+
+The corpus is every training dialogue of the chosen datasets written out turn by turn
+(`"User: ..."`, `"System: ..."`, each turn ended by the end-of-text token) with item
+mentions as `<movie>` slots, which is how the prompt-learning methods later show the LM
+contexts and responses. Tokens are packed into fixed-length blocks (no padding). The
+checkpoint with the best validation perplexity is kept.
+
+The result is a `save_pretrained` directory (model + tokenizer + `convrec_lm.json` with the
+settings, data fingerprints and measured throughput) under
+`<cache>/lm/<fingerprint>/`; the fingerprint covers the data files, the reader options
+and every pre-training setting, so a second call with the same inputs returns at once,
+and an interrupted pre-training resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from convrec.config import TrainConfig
+from convrec.data.cache import default_cache_dir, fingerprint
+from convrec.data.datasets import get_reader
+from convrec.data.schema import ConversationDataset, Dialogue
+from convrec.models.base import Batch, Stage
+from convrec.text.dialogue import render_turn
+from convrec.text.lm import PRETRAIN_INFO, LMPretrainConfig, build_causal_lm
+from convrec.text.tokenizer import load_tokenizer
+from convrec.training.checkpoint import seed_everything
+from convrec.training.trainer import Trainer
+
+log = logging.getLogger("convrec.lm")
+
+FORMAT_VERSION = 1  # bump when the corpus format changes: old caches are not reused
+
+
+@dataclass(frozen=True)
+class CorpusSource:
+    """One dataset whose training dialogues go into the corpus."""
+
+    name: str
+    data_dir: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def pack_dialogues(dialogues: Sequence[Dialogue], tokenizer: Any, block_size: int) -> torch.Tensor:
+    """Token blocks [N, block_size] of the dialogues written out turn by turn."""
+    texts = [render_turn(turn, "slot") for dialogue in dialogues for turn in dialogue.turns]
+    if not texts:
+        return torch.zeros(0, block_size, dtype=torch.long)
+    eos = tokenizer.eos_token_id
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    flat = torch.tensor(list(itertools.chain.from_iterable([*ids, eos] for ids in encoded)))
+    usable = len(flat) // block_size * block_size
+    return flat[:usable].view(-1, block_size)
+
+
+class CausalLMPretraining(nn.Module):
+    """The LM with one training stage, in the shape the shared `Trainer` runs."""
+
+    def __init__(self, lm: nn.Module, train: torch.Tensor, valid: torch.Tensor) -> None:
+        super().__init__()
+        self.lm = lm
+        self.train_blocks, self.valid_blocks = train, valid
+
+    def fit(self) -> None:
+        pass
+
+    def token_losses(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Next-token negative log-likelihoods [B, T-1]."""
+        logits = self.lm(input_ids=input_ids).logits[:, :-1]
+        targets = input_ids[:, 1:]
+        # Class dimension last and contiguous: cross_entropy over [B, V, T] is many times slower.
+        losses = F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"
+        )
+        return losses.view_as(targets)
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        return self.token_losses(batch["input_ids"]).mean(dim=1)
+
+    @torch.no_grad()
+    def validation(self, batch_size: int = 32) -> dict[str, float]:
+        was_training = self.training
+        self.eval()
+        total, count = 0.0, 0
+        device = next(self.parameters()).device
+        for block in self.valid_blocks.split(batch_size):
+            losses = self.token_losses(block.to(device))
+            total += losses.sum().item()
+            count += losses.numel()
+        self.train(was_training)
+        nll = total / max(count, 1)
+        return {"loss": nll, "perplexity": math.exp(min(nll, 50.0))}
+
+    def stages(self) -> list[Stage]:
+        return [
+            Stage(
+                name="lm",
+                loss=self.loss,
+                samples=lambda: range(len(self.train_blocks)),
+                collate=lambda rows: {"input_ids": self.train_blocks[list(rows)]},
+                select_metric="loss",
+                higher_is_better=False,
+                validate=self.validation,
+            )
+        ]
+
+
+def _load(source: CorpusSource) -> tuple[ConversationDataset, str]:
+    reader = get_reader(source.name)(source.data_dir, **source.options)
+    dataset = reader.load()
+    if not isinstance(dataset, ConversationDataset):
+        raise ValueError(f"dataset {source.name!r} has no dialogues to pre-train an LM on")
+    return dataset, reader.cache_key()
+
+
+def lm_cache_key(fingerprints: Sequence[tuple[str, str]], config: LMPretrainConfig) -> str:
+    return fingerprint(
+        [],
+        namespace=f"convrec-lm-v{FORMAT_VERSION}",
+        options={"data": list(fingerprints), "config": config.model_dump(mode="json")},
+    )
+
+
+def pretrain_lm(
+    sources: Sequence[CorpusSource],
+    config: LMPretrainConfig | None = None,
+    *,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+) -> Path:
+    """The directory of the compact LM pre-trained on `sources` (trained now if not cached)."""
+    config = config or LMPretrainConfig()
+    if not sources:
+        raise ValueError("pre-training needs at least one dataset")
+    loaded = [_load(source) for source in sources]
+    key = lm_cache_key([(s.name, fp) for s, (_, fp) in zip(sources, loaded, strict=True)], config)
+    root = (cache_dir or default_cache_dir()) / "lm"
+    final = root / key[:24]
+    if (final / PRETRAIN_INFO).is_file():
+        log.info("compact LM found in cache: %s", final)
+        return final
+
+    tokenizer = load_tokenizer()
+    block = config.block_size
+    train = torch.cat([pack_dialogues(d.dialogues("train"), tokenizer, block) for d, _ in loaded])
+    valid = torch.cat(
+        [
+            pack_dialogues(d.dialogues("valid"), tokenizer, block)
+            for d, _ in loaded
+            if "valid" in d.splits
+        ]
+    )
+    if len(train) < 1 or len(valid) < 1:
+        raise ValueError(
+            "the datasets have too little text for one training and one validation block"
+        )
+    seed_everything(config.seed)
+    lm = build_causal_lm(config.architecture, tokenizer)
+    module = CausalLMPretraining(lm, train, valid)
+    work = root / f"{key[:24]}.partial"
+    trainer = Trainer(
+        module,  # type: ignore[arg-type]  # duck-typed: fit() and stages() are all it needs
+        TrainConfig(
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            lr=config.lr,
+            weight_decay=config.weight_decay,
+            warmup_ratio=config.warmup_ratio,
+            max_steps=config.max_steps,
+            patience=config.epochs,
+            checkpoint_every=200,
+            device="auto",
+        ),
+        seed=config.seed,
+        checkpoint_dir=work / "checkpoints",
+        validate=lambda _: module.validation(),
+        progress=progress,
+    )
+    log.info(
+        "pre-training the compact LM on %s: %d training blocks of %d tokens",
+        ", ".join(s.name for s in sources),
+        len(train),
+        block,
+    )
+    started = time.perf_counter()
+    state = trainer.fit(resume=True)
+    seconds = time.perf_counter() - started
+    best = min(state.history, key=lambda row: row["valid/loss"])
+    lm.cpu().save_pretrained(work / "model")
+    tokenizer.save_pretrained(work / "model")
+    epochs_run = len(state.history)
+    info = {
+        "settings": config.model_dump(mode="json"),
+        "datasets": [
+            {"name": s.name, "options": s.options, "fingerprint": fp}
+            for s, (_, fp) in zip(sources, loaded, strict=True)
+        ],
+        "train_tokens": int(train.numel()),
+        "valid_tokens": int(valid.numel()),
+        "parameters": sum(p.numel() for p in lm.parameters()),
+        "valid_perplexity": best["valid/perplexity"],
+        "best_epoch": best["epoch"],
+        "epochs_run": epochs_run,
+        "seconds_this_process": round(seconds, 1),
+        "train_tokens_per_s": [
+            round(row["samples_per_s"] * block, 1) for row in state.history if row["samples_per_s"]
+        ],
+        "history": state.history,
+    }
+    (work / "model" / PRETRAIN_INFO).write_text(json.dumps(info, indent=2) + "\n")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.exists():  # a concurrent pre-training finished first; keep its result
+        shutil.rmtree(work, ignore_errors=True)
+        return final
+    (work / "model").rename(final)
+    shutil.rmtree(work, ignore_errors=True)
+    log.info("compact LM saved to %s (valid perplexity %.1f)", final, best["valid/perplexity"])
+    return final
