@@ -70,6 +70,7 @@ from convrec.text.encoder import DEFAULT_ENCODER, SentenceEncoder
 from convrec.text.lm import PRETRAINED_LM, LMPretrainConfig, freeze, load_causal_lm
 
 IGNORE = -100  # label of positions that carry no LM loss
+MEMO_LIMIT = 40_000  # contexts whose encoder states are kept (~1 GB at 128 tokens)
 
 
 class UniCRSConfig(ModelConfig):
@@ -127,15 +128,16 @@ class UniCRSPrompt(nn.Module):
     def forward(
         self,
         batch: Batch,
-        token_states: torch.Tensor,
+        token_states: tuple[torch.Tensor, torch.Tensor],
         output: Literal["entity", "token"],
         task_prefix: torch.Tensor | None,
     ) -> tuple[Prefix, torch.Tensor]:
         """The LM prefix for the batch, and every entity's embedding [num_entities, H]."""
         table = self.entities()
+        states, states_mask = token_states
         fused, mask = self.fusion(
-            self.tokens(token_states),
-            batch["text_mask"],
+            self.tokens(states),
+            states_mask,
             table[batch["entities"]],
             batch["entity_mask"],
             output,
@@ -184,6 +186,7 @@ class UniCRS(ConvRecModel):
         self._slot = tokenizer.convert_tokens_to_ids(SLOT_TOKEN)
         self._system = tokenizer(speaker_prefix("recommender").rstrip())["input_ids"]
         self._conv_valid: list[ConvSample] | None = None
+        self._text_memo: dict[str, torch.Tensor] = {}
 
     def train(self, mode: bool = True) -> UniCRS:
         """Frozen backbones stay in eval mode (no dropout)."""
@@ -221,7 +224,6 @@ class UniCRS(ConvRecModel):
     def collate(self, samples: Sequence[RecSample | ConvSample]) -> Batch:
         """Sentence-encoder tokens, context entities and the LM context (left-padded)."""
         config = self.config
-        text = self.encoder.tokenize([render_context(s.context_turns, "text") for s in samples])
         limit = config.max_context_entities
         entities = [torch.tensor(s.context_entities[-limit:], dtype=torch.long) for s in samples]
         lengths = torch.tensor([len(e) for e in entities])
@@ -233,8 +235,7 @@ class UniCRS(ConvRecModel):
         contexts = [ids[-keep:] + self._system for ids in self._context_ids(samples)]
         context_ids, context_mask = self._pad_left(contexts)
         return {
-            "text": text,
-            "text_mask": text["attention_mask"].bool(),
+            "texts": [render_context(s.context_turns, "text") for s in samples],
             "entities": entity_ids,
             "entity_mask": torch.arange(entity_ids.shape[1])[None, :] < lengths[:, None],
             "context_ids": context_ids,
@@ -261,9 +262,26 @@ class UniCRS(ConvRecModel):
 
     # -- prompts ------------------------------------------------------------------------
 
-    def _token_states(self, batch: Batch) -> torch.Tensor:
-        with torch.no_grad():
-            return self.encoder(batch["text"])["token_embeddings"]
+    @torch.no_grad()
+    def _token_states(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frozen sentence-encoder token states [B, L, d] and mask [B, L], memoised.
+
+        The encoder is the slowest part of a step on a CPU and is frozen, so each context
+        is encoded once per process (half precision, real tokens only).
+        """
+        texts = batch["texts"]
+        missing = [t for t in dict.fromkeys(texts) if t not in self._text_memo]
+        if missing:
+            if len(self._text_memo) + len(missing) > MEMO_LIMIT:
+                self._text_memo.clear()
+            out = self.encoder(self.encoder.tokenize(missing))
+            lengths = out["attention_mask"].sum(dim=1).tolist()
+            for text, states, length in zip(missing, out["token_embeddings"], lengths, strict=True):
+                self._text_memo[text] = states[: int(length)].to("cpu", torch.float16)
+        rows = [self._text_memo[t].float() for t in texts]
+        states = pad_sequence(rows, batch_first=True).to(self.device)
+        lengths = torch.tensor([len(r) for r in rows], device=self.device)
+        return states, torch.arange(states.shape[1], device=self.device)[None, :] < lengths[:, None]
 
     def _rec_prompt(self, batch: Batch) -> tuple[Prefix, torch.Tensor]:
         size = batch["context_ids"].shape[0]

@@ -1,0 +1,112 @@
+"""Causal LM backbones: loading a checkpoint by path, and the cached compact pre-training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+from typer.testing import CliRunner
+
+from convrec.cli import app
+from convrec.data.datasets import load_dataset
+from convrec.data.samples import SLOT_TOKEN
+from convrec.text.lm import (
+    CompactLMConfig,
+    LMNotFoundError,
+    LMPretrainConfig,
+    build_causal_lm,
+    load_causal_lm,
+    pretrain_info,
+)
+from convrec.text.tokenizer import bundled_bpe_files, load_tokenizer
+from convrec.training import lm_pretrain
+from convrec.training.lm_pretrain import CorpusSource, pack_dialogues, pretrain_lm
+
+SMALL_DEMO = {"num_movies": 60, "num_dialogues": 120}
+TINY = LMPretrainConfig(
+    architecture=CompactLMConfig(n_layer=1, n_embd=32, n_head=2, n_positions=64),
+    block_size=32,
+    epochs=1,
+    batch_size=8,
+    max_steps=2,
+)
+
+
+def save_plain_gpt2(directory: Path) -> Path:
+    """A checkpoint shaped like a hub GPT-2/DialoGPT: 50,257 tokens, no convrec tokens."""
+    vocab, merges = bundled_bpe_files()
+    tokenizer = GPT2TokenizerFast(vocab=str(vocab), merges=str(merges))
+    model = GPT2LMHeadModel(
+        GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=1, n_head=2, n_positions=64)
+    )
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def test_a_saved_checkpoint_loads_by_path_with_convrec_tokens(tmp_path) -> None:
+    path = save_plain_gpt2(tmp_path / "gpt2")
+    model, tokenizer = load_causal_lm(path)
+    assert len(tokenizer) > 50257 and tokenizer.pad_token is not None
+    assert tokenizer.convert_tokens_to_ids(SLOT_TOKEN) >= 50257
+    assert model.get_input_embeddings().num_embeddings == len(tokenizer)
+    assert tokenizer("Hello world")["input_ids"] == [15496, 995]
+    ids = torch.tensor([tokenizer(f"I love {SLOT_TOKEN}")["input_ids"]])
+    assert model(input_ids=ids).logits.shape == (1, ids.shape[1], len(tokenizer))
+
+
+def test_a_missing_lm_is_a_clear_error(tmp_path) -> None:
+    with pytest.raises(LMNotFoundError, match="does not download"):
+        load_causal_lm(tmp_path / "nowhere")
+
+
+def test_compact_lm_has_the_tokenizer_vocabulary() -> None:
+    tokenizer = load_tokenizer()
+    model = build_causal_lm(CompactLMConfig(n_layer=1, n_embd=32, n_head=2), tokenizer)
+    assert model.config.vocab_size == len(tokenizer)
+    assert model.config.pad_token_id == tokenizer.pad_token_id
+    with pytest.raises(ValueError, match="divisible"):
+        build_causal_lm(CompactLMConfig(n_embd=30, n_head=4), tokenizer)
+
+
+def test_dialogues_are_packed_turn_by_turn_with_slots() -> None:
+    dataset = load_dataset("demo", **SMALL_DEMO)
+    tokenizer = load_tokenizer()
+    dialogues = dataset.dialogues("train")[:3]
+    blocks = pack_dialogues(dialogues, tokenizer, 16)
+    assert blocks.shape[1] == 16 and blocks.dtype == torch.long
+    text = tokenizer.decode(blocks.flatten().tolist())
+    first = dialogues[0].turns[0]
+    assert text.startswith("User: " if first.role == "seeker" else "System: ")
+    assert "<|endoftext|>" in text
+    if any(t.mentions for d in dialogues for t in d.turns):
+        assert SLOT_TOKEN in text
+
+
+def test_pretraining_is_cached_by_fingerprint(tmp_path, monkeypatch) -> None:
+    source = CorpusSource("demo", None, SMALL_DEMO)
+    path = pretrain_lm([source], TINY, cache_dir=tmp_path, progress=False)
+    info = pretrain_info(path)
+    assert info is not None and info["settings"]["max_steps"] == 2
+    assert info["train_tokens"] > 0 and info["valid_perplexity"] > 1
+    model, _ = load_causal_lm(path)
+    assert model.config.n_layer == 1
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a cached LM was trained again")
+
+    monkeypatch.setattr(lm_pretrain.Trainer, "fit", no_training)
+    assert pretrain_lm([source], TINY, cache_dir=tmp_path, progress=False) == path
+    other = TINY.model_copy(update={"lr": 5e-4})
+    with pytest.raises(AssertionError, match="trained again"):
+        pretrain_lm([source], other, cache_dir=tmp_path, progress=False)  # another key
+
+
+def test_cli_pretrain_rejects_an_unknown_setting() -> None:
+    result = CliRunner().invoke(
+        app, ["lm", "pretrain", "--dataset", "demo", "architecture.depth=3"]
+    )
+    assert result.exit_code == 2
+    assert "architecture.depth" in result.output

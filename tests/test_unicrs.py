@@ -1,0 +1,169 @@
+"""UniCRS on a small demo world with a tiny GPT-2 checkpoint: the LM stays frozen, the
+stages train the prompt side, responses fill slots from the recommender, runs chat."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from convrec.config import TrainConfig, resolve_config
+from convrec.data.datasets import load_dataset
+from convrec.data.samples import SLOT_TOKEN, build_conv_samples
+from convrec.data.tasks import RecTask
+from convrec.models.unicrs import UniCRS, UniCRSConfig
+from convrec.training.run import train
+from convrec.training.trainer import Trainer
+from tests.conftest import PROJECT_ROOT
+from tests.test_lm import SMALL_DEMO, save_plain_gpt2
+
+SMALL = dict(
+    n_prefix_rec=2,
+    n_prefix_conv=2,
+    entity_dim=16,
+    num_bases=2,
+    max_context_tokens=48,
+    max_text_tokens=32,
+    max_new_tokens=8,
+)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_plain_gpt2(tmp_path_factory.mktemp("lm") / "gpt2")
+
+
+@pytest.fixture(scope="module")
+def task() -> RecTask:
+    return RecTask(load_dataset("demo", use_cache=False, **SMALL_DEMO))
+
+
+@pytest.fixture
+def model(checkpoint: Path, task: RecTask) -> UniCRS:
+    torch.manual_seed(0)
+    return UniCRS(UniCRSConfig(lm=str(checkpoint), **SMALL), task)
+
+
+def test_training_changes_the_prompts_and_never_the_frozen_lm(model, tmp_path) -> None:
+    frozen = {
+        name: p.detach().clone()
+        for name, p in [*model.backbone.named_parameters(), *model.encoder.named_parameters()]
+    }
+    prompt_before = {n: p.detach().clone() for n, p in model.rec_prompt.named_parameters()}
+    conv_before = model.conv_prefix.vectors.detach().clone()
+    config = TrainConfig(epochs=1, batch_size=8, max_steps=2, lr=1e-2, eval_batch_size=64)
+    Trainer(
+        model,
+        config,
+        seed=0,
+        checkpoint_dir=tmp_path,
+        validate=lambda m: {"recall@10": 0.0},
+        progress=False,
+    ).fit()
+    for name, p in [*model.backbone.named_parameters(), *model.encoder.named_parameters()]:
+        assert torch.equal(p, frozen[name]), f"frozen weight {name} changed"
+    assert any(not torch.equal(p, prompt_before[n]) for n, p in model.rec_prompt.named_parameters())
+    assert not torch.equal(model.conv_prefix.vectors, conv_before)
+    assert bool(model.rec_prefix_on)
+
+
+def test_checkpoints_hold_only_the_prompt_side(model) -> None:
+    keys = set(model.state_dict())
+    assert keys and not any(k.startswith(("backbone.", "encoder.")) for k in keys)
+    assert {k.split(".")[0] for k in keys} == {
+        "rec_prompt",
+        "conv_prompt",
+        "rec_prefix",
+        "conv_prefix",
+        "rec_prefix_on",
+    }
+    model.load_state_dict(model.state_dict(), strict=True)
+
+
+def test_recommendation_stage_starts_both_prompts_from_the_pretrained_one(model) -> None:
+    with torch.no_grad():
+        model.rec_prompt.tokens.proj.weight.add_(1.0)
+    stages = {s.name: s for s in model.stages()}
+    assert [s.name for s in model.stages()] == ["pretrain", "recommend", "converse"]
+    stages["recommend"].begin()
+    assert torch.equal(model.conv_prompt.tokens.proj.weight, model.rec_prompt.tokens.proj.weight)
+    assert stages["converse"].higher_is_better is False
+
+
+def test_response_loss_counts_only_response_tokens(model, task) -> None:
+    samples = build_conv_samples(task.dataset.dialogues("train"))[:4]
+    batch = model._with_response(samples)
+    labels, mask = batch["labels"], batch["input_mask"]
+    for row, sample in enumerate(samples):
+        scored = labels[row][labels[row] != -100].tolist()
+        expected = model.tokenizer(" " + sample.response, add_special_tokens=False)["input_ids"]
+        expected = [*expected[: model.config.max_response_tokens - 1], model.tokenizer.eos_token_id]
+        assert scored == expected
+    assert (labels[mask == 0] == -100).all()
+    losses = model.response_loss(batch)
+    assert losses.shape == (4,) and torch.isfinite(losses).all()
+
+
+def test_slots_are_filled_with_the_recommenders_top_items(model, task, monkeypatch) -> None:
+    samples = build_conv_samples(task.dataset.dialogues("test"))[:2]
+    slot = model.tokenizer.convert_tokens_to_ids(SLOT_TOKEN)
+    two = model.tokenizer(f" try {SLOT_TOKEN} try {SLOT_TOKEN}", add_special_tokens=False)
+    word = model.tokenizer(" try", add_special_tokens=False)["input_ids"]
+    eos = model.tokenizer.eos_token_id
+
+    def fake_generate(*args, **kwargs):
+        first = [*two["input_ids"], eos]
+        second = [*word, eos, slot, slot][: len(first)]
+        second += [eos] * (len(first) - len(second))
+        return torch.tensor([first, second])
+
+    monkeypatch.setattr(model.backbone, "generate", fake_generate)
+    top = model.recommend(model.collate(samples)).topk(2, dim=1).indices
+    first, second = model.respond(samples)
+    expected = [int(model.task.kg.items[i]) for i in top[0]]
+    assert first.items == tuple(expected)
+    assert first.slotted == f"try {SLOT_TOKEN} try {SLOT_TOKEN}"
+    titles = [task.dataset.item_title(i) for i in expected]
+    assert first.text == f"try {titles[0]} try {titles[1]}"
+    assert len(first.candidates) == 2 and first.candidates[0][:2] == tuple(expected)
+    assert second.items == () and second.text == "try"  # nothing after end-of-text counts
+
+
+def test_unicrs_run_with_the_pretrained_lm_evaluates_and_chats(tmp_path) -> None:
+    overrides = [
+        "data.options={num_movies: 60, num_dialogues: 120}",
+        "model.compact_lm.architecture={n_layer: 1, n_embd: 32, n_head: 2}",
+        "model.compact_lm.block_size=32",
+        "model.compact_lm.max_steps=2",
+        *(f"model.{k}={v}" for k, v in SMALL.items()),
+        "train.batch_size=8",
+        "train.max_steps=2",
+        "train.stages={}",
+    ]
+    run_dir = tmp_path / "unicrs"
+    metrics = train(resolve_config("unicrs", "demo", overrides=overrides), run_dir, progress=False)
+    assert "/lm/" in metrics["lm"]  # resolved from `pretrained` to the cached compact LM
+    assert [row["stage"] for row in metrics["history"]] == ["pretrain", "recommend", "converse"]
+    conversation = metrics["conversation"]
+    for key in ("bleu-2", "dist-2", "dist-2/sent", "rouge-l", "perplexity", "item_ratio"):
+        assert key in conversation
+    inner = conversation["in_response"]
+    assert {"rer@10", "prr@10", "f1@10", "rec_ratio", "mismatch@10"} <= set(inner)
+    assert "Recommendation inside responses" in (run_dir / "report.md").read_text()
+    assert json.loads((run_dir / "metrics.json").read_text())["conversation"]["turns"] > 0
+
+    script = "I would like a thriller\nsomething with a detective\n/reset\nany comedy?\n/quit\n"
+    result = subprocess.run(
+        [sys.executable, "-m", "convrec", "chat", "--run", str(run_dir)],
+        input=script,
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("recommends:") == 3
