@@ -142,7 +142,6 @@ def test_unicrs_run_with_the_pretrained_lm_evaluates_and_chats(tmp_path) -> None
         *(f"model.{k}={v}" for k, v in SMALL.items()),
         "train.batch_size=8",
         "train.max_steps=2",
-        "train.stages={}",
     ]
     run_dir = tmp_path / "unicrs"
     metrics = train(resolve_config("unicrs", "demo", overrides=overrides), run_dir, progress=False)

@@ -157,6 +157,18 @@ def train(
             handler.close()
 
 
+def _recorded_backbones(config: RunConfig, run_dir: Path) -> RunConfig:
+    """Use the LM directory the run trained with when it is still there (another cache
+    directory, or a moved cache, would otherwise mean pre-training it again)."""
+    metrics_path = run_dir / "metrics.json"
+    if getattr(config.model, "lm", None) != PRETRAINED_LM or not metrics_path.is_file():
+        return config
+    recorded = json.loads(metrics_path.read_text()).get("lm")
+    if not recorded or not Path(recorded).is_dir():
+        return config
+    return dataclasses.replace(config, model=config.model.model_copy(update={"lm": recorded}))
+
+
 def load_run(run_dir: Path) -> tuple[RunConfig, RecTask, ConvRecModel]:
     """Rebuild a trained run's model with its selected weights."""
     config = RunConfig.load(run_dir / "config.yaml")
@@ -164,6 +176,7 @@ def load_run(run_dir: Path) -> tuple[RunConfig, RecTask, ConvRecModel]:
     if not weights.is_file():
         raise ValueError(f"{run_dir}: no model.pt (training has not finished; use --resume)")
     task, _ = build_task(config)
+    config = _recorded_backbones(config, run_dir)
     model = build_model(config, task)
     model.load_state_dict(load_checkpoint(weights)["model"])
     model.eval()
