@@ -7,11 +7,11 @@ directory written by `save_pretrained`, or a hub name already in the local Huggi
 cache) loads through the same `load_causal_lm`, with its own tokenizer.
 
 Default size: 4 layers, width 256, 4 heads. Measured on this project's 2-core CPU with
-batch 16 x 128 tokens (benchmarks/results/lm_throughput.json): about 880 training
-tokens/s with the 50k-token output layer, and about 6,700 tokens/s for the frozen body's
-forward + backward that prefix-tuning needs; 6 x 384 gives 480 and 2,400. The compact
-size is what lets LM pre-training plus UniCRS's three stages finish on INSPIRED in well
-under the 45 minutes the project allows.
+batch 16 x 128 tokens (`python benchmarks/lm_throughput.py`): 767 training tokens/s with
+the 50k-token output layer, and 8,042 tokens/s for the frozen body's forward + backward
+that prefix-tuning needs; 6 x 384 gives 466 and 2,914, DialoGPT-small's 12 x 768 161 and
+449. The compact size is what lets LM pre-training plus UniCRS's three stages finish on
+INSPIRED in the 45 minutes the project allows.
 """
 
 from __future__ import annotations
