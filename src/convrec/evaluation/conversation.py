@@ -56,22 +56,30 @@ def generate_replies(
 def recommender_recall(
     model: ConvRecModel, task: RecTask, samples: Sequence[ConvSample], batch_size: int = 256
 ) -> dict[str, float]:
-    """Pooled Recall@k of the model's ranking against each turn's reference items."""
-    hits = dict.fromkeys(KS, 0)
-    total = 0
+    """Pooled Recall@k of the model's ranking against each turn's reference items.
+
+    This is ReR@k of a response that names the recommender's whole ranking once, so the
+    in-response code computes it and the two numbers share one definition.
+    """
     items = torch.from_numpy(task.kg.items)
+    turns = []
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]
         scores = model.recommend(move_to(model.collate(chunk), model.device)).float().cpu()
         top = items[scores.topk(min(max(KS), scores.shape[1]), dim=1).indices]  # entity ids
-        for row, sample in enumerate(chunk):
-            gold = torch.tensor(sorted(set(sample.response_items)))
-            total += len(gold)
-            position = (top[row][:, None] == gold[None, :]).float().argmax(dim=0)
-            found = (top[row][:, None] == gold[None, :]).any(dim=0)
-            for k in KS:
-                hits[k] += int((found & (position < k)).sum())
-    return {f"recall@{k}": hits[k] / total for k in KS} if total else {}
+        turns += [
+            TurnPrediction(s.response_items, (ranking,))
+            for s, ranking in zip(chunk, top, strict=True)
+        ]
+    if not turns:
+        return {}
+    rer = in_response_metrics(turns, ks=cutoffs(task))
+    return {f"recall@{k}": rer[f"rer@{k}"] for k in cutoffs(task)}
+
+
+def cutoffs(task: RecTask) -> tuple[int, ...]:
+    """The cut-offs a catalogue this size can be measured at."""
+    return tuple(k for k in KS if k <= task.num_items)
 
 
 def conversation_metrics(

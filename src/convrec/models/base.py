@@ -156,12 +156,15 @@ class CatalogueRecommender(ConvRecModel):
         ]
 
 
-def keep_out_of_checkpoints(owner: nn.Module, attribute: str) -> None:
+def keep_out_of_checkpoints(
+    owner: nn.Module, attribute: str, on_load: Callable[[], None] | None = None
+) -> None:
     """Leave the frozen submodule `owner.<attribute>` out of `owner`'s state dict.
 
     Frozen backbones (a pre-trained LM, a sentence encoder) are the files their config
     names; checkpoints hold only what trains. Loading a checkpoint without their weights
-    keeps the current ones; a checkpoint that has them still loads them.
+    keeps the current ones; a checkpoint that has them still loads them, and then
+    `on_load` runs (e.g. to drop values computed with the old weights).
     """
     prefix = f"{attribute}."
 
@@ -170,7 +173,10 @@ def keep_out_of_checkpoints(owner: nn.Module, attribute: str) -> None:
             del state_dict[key]
 
     def fill(module: nn.Module, state_dict: dict[str, Any], outer: str, *_args: Any) -> None:
-        for key, value in module.state_dict(prefix=outer).items():
+        own = module.state_dict(prefix=outer)
+        if on_load is not None and any(key in state_dict for key in own):
+            on_load()
+        for key, value in own.items():
             state_dict.setdefault(key, value)
 
     owner.register_state_dict_post_hook(drop)

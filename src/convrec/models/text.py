@@ -15,7 +15,6 @@ epoch on a CPU; meant for a GPU).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from pydantic import Field
@@ -23,7 +22,7 @@ from torch import nn
 
 from convrec.data.samples import RecSample
 from convrec.data.tasks import RecTask
-from convrec.models.base import Batch, CatalogueRecommender, ModelConfig
+from convrec.models.base import Batch, CatalogueRecommender, ModelConfig, keep_out_of_checkpoints
 from convrec.registry import register_model
 from convrec.text.dialogue import render_context
 from convrec.text.encoder import DEFAULT_ENCODER, SentenceEncoder
@@ -49,14 +48,6 @@ class TextConfig(ModelConfig):
     )
 
 
-def _drop_encoder_weights(
-    module: nn.Module, state_dict: dict[str, Any], prefix: str, _metadata: Any
-) -> None:
-    """State-dict hook (a function: torch tags it with an attribute, which a method refuses)."""
-    for key in [k for k in state_dict if k.startswith(f"{prefix}encoder.")]:
-        del state_dict[key]
-
-
 @register_model
 class TextRecommender(CatalogueRecommender):
     name = "text"
@@ -75,23 +66,12 @@ class TextRecommender(CatalogueRecommender):
         if config.freeze_encoder:
             # Frozen weights are the pretrained files that `config.encoder` names, so they
             # stay out of checkpoints (2 MB instead of 90 MB).
+            # A checkpoint that does carry encoder weights makes every memoised vector stale.
             self.encoder.requires_grad_(False)
-            self.register_state_dict_post_hook(_drop_encoder_weights)
-            self.encoder.register_load_state_dict_pre_hook(self._load_frozen_encoder)
+            keep_out_of_checkpoints(self, "encoder", on_load=self.clear_cache)
 
     def clear_cache(self) -> None:
         self._context_cache.clear()
-
-    def _load_frozen_encoder(
-        self, encoder: nn.Module, state_dict: dict[str, Any], prefix: str, *_args: Any
-    ) -> None:
-        """A checkpoint without encoder weights keeps the pretrained ones (and the memo);
-        one with encoder weights replaces them, which makes every memoised vector stale."""
-        own = encoder.state_dict(prefix=prefix)
-        if any(key in state_dict for key in own):
-            self.clear_cache()
-        for key, value in own.items():
-            state_dict.setdefault(key, value)
 
     def train(self, mode: bool = True) -> TextRecommender:
         """A frozen encoder always stays in eval mode (no dropout), so its vectors are fixed."""

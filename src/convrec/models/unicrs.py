@@ -171,7 +171,7 @@ class UniCRS(ConvRecModel):
         )
         self.encoder.requires_grad_(False)
         keep_out_of_checkpoints(self, "backbone")
-        keep_out_of_checkpoints(self, "encoder")
+        keep_out_of_checkpoints(self, "encoder", on_load=lambda: self._text_memo.clear())
 
         n_layer, n_head, hidden = lm_shape(lm)
         side = (task.kg, config, self.encoder.dim, n_layer, n_head, hidden)
@@ -198,17 +198,19 @@ class UniCRS(ConvRecModel):
     # -- batches ------------------------------------------------------------------------
 
     def _context_ids(self, samples: Sequence[RecSample | ConvSample]) -> list[list[int]]:
-        """Each context as LM tokens: turns ended by end-of-text, then "System:"."""
+        """Each context as LM tokens: turns ended by end-of-text, the latest
+        `max_context_tokens` of them kept, then "System:" (the reply starts there)."""
         turns = [render_turn(t, "slot") for s in samples for t in s.context_turns]
         encoded = iter(
             self.tokenizer(turns, add_special_tokens=False)["input_ids"] if turns else []
         )
+        keep = self.config.max_context_tokens - len(self._system)
         contexts = []
         for sample in samples:
             ids: list[int] = []
             for _ in sample.context_turns:
                 ids += [*next(encoded), self._eos]
-            contexts.append(ids)
+            contexts.append(ids[-keep:] + self._system)
         return contexts
 
     def _pad_left(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -222,36 +224,34 @@ class UniCRS(ConvRecModel):
         return ids, mask
 
     def collate(self, samples: Sequence[RecSample | ConvSample]) -> Batch:
-        """Sentence-encoder tokens, context entities and the LM context (left-padded)."""
-        config = self.config
-        limit = config.max_context_entities
+        """Sentence-encoder texts, context entities and the LM context (left-padded)."""
+        return self._collate(samples)[0]
+
+    def _collate(self, samples: Sequence[RecSample | ConvSample]) -> tuple[Batch, list[list[int]]]:
+        """The batch, and the unpadded LM contexts (responses are appended to them)."""
+        limit = self.config.max_context_entities
         entities = [torch.tensor(s.context_entities[-limit:], dtype=torch.long) for s in samples]
         lengths = torch.tensor([len(e) for e in entities])
         # At least one (masked) column, so that a batch without entities keeps its shape.
-        entity_ids = pad_sequence([torch.zeros(1, dtype=torch.long), *entities], batch_first=True)[
-            1:
-        ]
-        keep = config.max_context_tokens - len(self._system)
-        contexts = [ids[-keep:] + self._system for ids in self._context_ids(samples)]
+        entity_ids = pad_sequence([torch.zeros(1, dtype=torch.long), *entities], batch_first=True)
+        entity_ids = entity_ids[1:]
+        contexts = self._context_ids(samples)
         context_ids, context_mask = self._pad_left(contexts)
-        return {
+        batch = {
             "texts": [render_context(s.context_turns, "text") for s in samples],
             "entities": entity_ids,
             "entity_mask": torch.arange(entity_ids.shape[1])[None, :] < lengths[:, None],
             "context_ids": context_ids,
             "context_mask": context_mask,
         }
+        return batch, contexts
 
     def _with_response(self, samples: Sequence[ConvSample]) -> Batch:
         """The context followed by the response and end-of-text; labels on the response."""
-        batch = self.collate(samples)
-        responses = self.tokenizer([" " + s.response for s in samples], add_special_tokens=False)[
-            "input_ids"
-        ]
-        keep = self.config.max_context_tokens - len(self._system)
-        contexts = [ids[-keep:] + self._system for ids in self._context_ids(samples)]
+        batch, contexts = self._collate(samples)
+        responses = self.tokenizer([" " + s.response for s in samples], add_special_tokens=False)
         rows, labels = [], []
-        for context, response in zip(contexts, responses, strict=True):
+        for context, response in zip(contexts, responses["input_ids"], strict=True):
             response = [*response[: self.config.max_response_tokens - 1], self._eos]
             rows.append(context + response)
             labels.append([IGNORE] * len(context) + response)
@@ -388,14 +388,9 @@ class UniCRS(ConvRecModel):
     def _reply(self, ids: list[int], ranked: list[int]) -> Reply:
         if self._eos in ids:
             ids = ids[: ids.index(self._eos)]
-        pieces, slots = [], 0
-        for token in ids:
-            if token == self._slot:
-                slots += 1
-            pieces.append(token)
-        slotted = self.tokenizer.decode(pieces, skip_special_tokens=False)
+        slotted = self.tokenizer.decode(ids, skip_special_tokens=False)
         slotted = slotted.replace(self.tokenizer.pad_token, "").strip()
-        filled = ranked[:slots]
+        filled = ranked[: ids.count(self._slot)]
         text = slotted
         for item in filled:
             text = text.replace(SLOT_TOKEN, self.task.dataset.item_title(item), 1)

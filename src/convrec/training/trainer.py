@@ -221,8 +221,8 @@ class Trainer:
         )
 
         while not state.stage_done and state.epoch < config.epochs:
-            self._run_epoch(stage, samples, module, optimizer, scheduler, params)
-            self._end_epoch(stage, optimizer, scheduler)
+            throughput = self._run_epoch(stage, samples, module, optimizer, scheduler, params)
+            self._end_epoch(stage, optimizer, scheduler, throughput)
 
         # Leave the stage with its best weights (selected on validation), then record
         # that the stage is over before the best-weights file goes.
@@ -248,7 +248,8 @@ class Trainer:
         optimizer: torch.optim.Optimizer,
         scheduler: Any,
         params: list[nn.Parameter],
-    ) -> None:
+    ) -> tuple[int, float]:
+        """Train to the end of the epoch; returns (samples seen, seconds) of this call."""
         config, state, dist = self.stage_config, self.state, self.dist
         batches = self._batches(len(samples), state.epoch, config.batch_size)
         self.model.train()
@@ -310,9 +311,11 @@ class Trainer:
             )
             bar.update(1)
         bar.close()
-        self._epoch_throughput = (seen, time.perf_counter() - started)
+        return seen, time.perf_counter() - started
 
-    def _end_epoch(self, stage: Stage, optimizer: Any, scheduler: Any) -> None:
+    def _end_epoch(
+        self, stage: Stage, optimizer: Any, scheduler: Any, throughput: tuple[int, float]
+    ) -> None:
         """Validate, keep the best weights, decide whether to stop, checkpoint."""
         state, config = self.state, self.stage_config
         validate = stage.validate or (lambda: self.validate(self.model))
@@ -334,7 +337,7 @@ class Trainer:
         else:
             state.bad_epochs += 1
         losses = state.step_losses[state.epoch_first_step :]
-        seen, seconds = getattr(self, "_epoch_throughput", (0, 0.0))
+        seen, seconds = throughput
         row = {
             "stage": stage.name,
             "epoch": state.epoch + 1,
