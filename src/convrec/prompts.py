@@ -131,6 +131,12 @@ class PrefixLM(nn.Module):
         super().__init__()
         self.lm = lm
         self.n_layer, self.n_head, self.hidden = lm_shape(lm)
+        config = lm.config
+        self.max_positions = int(
+            getattr(config, "n_positions", None)
+            or getattr(config, "max_position_embeddings", 0)
+            or 1 << 30
+        )
 
     def _inputs(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prefix: Prefix
@@ -159,6 +165,11 @@ class PrefixLM(nn.Module):
         # Positions count real tokens only: a KV prefix takes no position, and left padding
         # does not shift where a context starts.
         position_ids = (real.cumsum(dim=1) - 1).clamp(min=0)
+        if position_ids.shape[1] > self.max_positions:
+            raise ValueError(
+                f"{position_ids.shape[1]} positions (input-embedding prefix + context + "
+                f"response) exceed the LM's {self.max_positions}; lower max_context_tokens"
+            )
         kwargs.update(
             inputs_embeds=embeds,
             attention_mask=torch.cat(masks, dim=1),

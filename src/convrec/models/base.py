@@ -59,6 +59,10 @@ class Stage:
     higher_is_better: bool = True
     # Runs once when the stage starts fresh (not when resuming inside it): e.g. copy weights.
     begin: Callable[[], None] | None = None
+    # Runs before every epoch (also a resumed one) with the 0-based epoch of the stage; what
+    # it returns (e.g. the loss weights a curriculum makes active) goes into that epoch's
+    # history row.
+    epoch_begin: Callable[[int], dict[str, float]] | None = None
 
 
 @dataclass(frozen=True)

@@ -221,8 +221,9 @@ class Trainer:
         )
 
         while not state.stage_done and state.epoch < config.epochs:
+            logged = stage.epoch_begin(state.epoch) if stage.epoch_begin is not None else {}
             throughput = self._run_epoch(stage, samples, module, optimizer, scheduler, params)
-            self._end_epoch(stage, optimizer, scheduler, throughput)
+            self._end_epoch(stage, optimizer, scheduler, throughput, logged)
 
         # Leave the stage with its best weights (selected on validation), then record
         # that the stage is over before the best-weights file goes.
@@ -314,7 +315,12 @@ class Trainer:
         return seen, time.perf_counter() - started
 
     def _end_epoch(
-        self, stage: Stage, optimizer: Any, scheduler: Any, throughput: tuple[int, float]
+        self,
+        stage: Stage,
+        optimizer: Any,
+        scheduler: Any,
+        throughput: tuple[int, float],
+        logged: dict[str, float],
     ) -> None:
         """Validate, keep the best weights, decide whether to stop, checkpoint."""
         state, config = self.state, self.stage_config
@@ -346,6 +352,7 @@ class Trainer:
             "lr": scheduler.get_last_lr()[0],
             "train_seconds": round(seconds, 2),
             "samples_per_s": round(seen / seconds, 2) if seconds > 0 else None,
+            **logged,
             **{f"valid/{k}": v for k, v in metrics.items()},
             "best": improved,
         }
