@@ -193,11 +193,16 @@ def test_training_moves_prompts_never_the_frozen_lm_and_bce_works(
     }
 
 
-def test_recommendation_only_models_have_no_conversation_side(checkpoint, task) -> None:
+def test_recommendation_only_models_have_no_conversation_side(checkpoint, task, tmp_path) -> None:
     model = make(checkpoint, task, conversation=False)
     assert not model.can_respond
     assert [s.name for s in model.stages()] == ["pretrain", "recommend"]
     assert not hasattr(model, "conv_side")
+    # The run's config (configs/step.yaml) still sets the skipped stage: accepted, unused.
+    history = fit(model, tmp_path, max_steps=1, stages={"converse": {"lr": 1e-4}})
+    assert [row["stage"] for row in history] == ["pretrain", "recommend"]
+    with pytest.raises(ValueError, match="no stage 'converze'"):
+        fit(make(checkpoint, task), tmp_path / "typo", stages={"converze": {"lr": 1e-4}})
 
 
 def test_the_conversation_loss_adds_only_target_free_alignment(checkpoint, task) -> None:

@@ -179,7 +179,7 @@ def train(
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
-    """Train a model and evaluate it on the test split (both protocols)."""
+    """Train a model and evaluate it on the test split (every protocol of its task)."""
     from convrec.config import RunConfig, resolve_config
     from convrec.training.distributed import init_distributed, shutdown_distributed
     from convrec.training.run import new_run_dir
@@ -263,11 +263,17 @@ def chat(
     ] = None,
 ) -> None:
     """Chat with a trained run in the terminal; reads lines from stdin (a pipe works too)."""
+    from convrec.data.tasks import RecTask
     from convrec.serving import ChatSession
     from convrec.training.run import load_run
 
     with user_errors():
         config, task, model = load_run(run)
+        if not isinstance(task, RecTask):
+            raise ValueError(
+                f"{run}: chat needs a run on dialogues; {config.model_name} on "
+                f"{config.dataset} is a {task.kind} run (use `convrec evaluate`)"
+            )
         session = ChatSession(model, task, top_k=top_k, max_history_turns=max_history_turns)
     synthetic = " (synthetic)" if task.dataset.synthetic else ""
     typer.echo(

@@ -25,6 +25,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from convrec.data.sequences import TrainPositions
 from convrec.models.base import ModelConfig
 from convrec.registry import get_model
 
@@ -95,12 +96,25 @@ class TrainConfig(BaseModel):
 
 
 class DataConfig(BaseModel):
-    """Which samples a run trains on, and options passed to the dataset reader."""
+    """Which samples a run trains on, and options passed to the dataset reader.
+
+    `train_turns` applies to dialogue datasets, `max_items` and `train_positions` to
+    sequential ones; each kind of task ignores the other's settings.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     train_turns: Literal["recommender", "all"] = Field(
-        "recommender", description="training targets from recommender turns, or from all turns"
+        "recommender",
+        description="dialogues: training targets from recommender turns, or from all turns",
+    )
+    max_items: int = Field(
+        50, ge=1, description="sequences: a sample's history is the last max_items items"
+    )
+    train_positions: TrainPositions = Field(
+        "random",
+        description="sequences: training targets at one random position per user per epoch "
+        "(random), at every position (all), or at the last training item only (last)",
     )
     options: dict[str, Any] = Field(
         default_factory=dict, description="reader options, e.g. the demo world's num_movies"

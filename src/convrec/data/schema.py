@@ -39,6 +39,11 @@ Role = Literal["seeker", "recommender"]
 ROLES: tuple[Role, ...] = ("seeker", "recommender")
 SPLITS = ("train", "valid", "test")
 
+# The kind of dataset, and so of task it poses: dialogues (`ConversationDataset`) or
+# per-user interaction sequences (`SequentialDataset`). Readers and tasks state theirs,
+# models the kinds they can work on.
+TaskKind = Literal["conversational", "sequential"]
+
 
 @dataclass(frozen=True, slots=True)
 class Mention:

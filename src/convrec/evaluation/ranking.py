@@ -99,13 +99,22 @@ def ranking_metrics(ranks: torch.Tensor, ks: Sequence[int] = (1, 10, 50)) -> dic
     return {name: values.mean().item() for name, values in ranking_metric_matrix(ranks, ks).items()}
 
 
-def sequential_metrics(ranks: torch.Tensor, ks: Sequence[int] = (5, 10)) -> dict[str, float]:
-    """Mean `hr@k` and `ndcg@k`, the leave-one-out names used by sequential recommenders.
+def sequential_metric_matrix(
+    ranks: torch.Tensor, ks: Sequence[int] = (5, 10)
+) -> dict[str, torch.Tensor]:
+    """Per-sample `hr@k` and `ndcg@k`, the leave-one-out names used by sequential recommenders.
 
     With a single target, HR@k is Recall@k; only the names and default cut-offs differ.
     """
-    means = ranking_metrics(ranks, ks)
+    matrix = ranking_metric_matrix(ranks, ks)
     return {
-        **{f"hr@{k}": means[f"recall@{k}"] for k in ks},
-        **{f"ndcg@{k}": means[f"ndcg@{k}"] for k in ks},
+        **{f"hr@{k}": matrix[f"recall@{k}"] for k in ks},
+        **{f"ndcg@{k}": matrix[f"ndcg@{k}"] for k in ks},
     }
+
+
+def sequential_metrics(ranks: torch.Tensor, ks: Sequence[int] = (5, 10)) -> dict[str, float]:
+    """Mean `hr@k` and `ndcg@k` over samples (the sequential recommendation table)."""
+    if len(ranks) == 0:
+        raise ValueError("no samples to average over")
+    return {name: v.mean().item() for name, v in sequential_metric_matrix(ranks, ks).items()}

@@ -1,20 +1,35 @@
-"""Ranking a model's recommendations for a list of samples (validation and test)."""
+"""Ranking a model's recommendations for a list of samples (validation and test).
+
+The task's kind decides the metrics: Recall/MRR/NDCG at 1, 10, 50 for conversational
+tasks (the CRS tables), HR/NDCG at 5, 10, 20 for sequential leave-one-out tasks (the
+KP4SR / SASRec tables). Both rank the whole catalogue with the tie rule of `ranking`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
 
 import torch
 
-from convrec.data.samples import RecSample
-from convrec.data.tasks import RecTask
-from convrec.evaluation.ranking import ranking_metrics, target_ranks
+from convrec.data.schema import TaskKind
+from convrec.data.tasks import Task
+from convrec.evaluation.ranking import ranking_metric_matrix, sequential_metric_matrix, target_ranks
 from convrec.models.base import ConvRecModel, move_to
+
+MetricMatrix = Callable[[torch.Tensor], dict[str, torch.Tensor]]
+
+METRIC_MATRIX: dict[TaskKind, MetricMatrix] = {
+    "conversational": partial(ranking_metric_matrix, ks=(1, 10, 50)),
+    "sequential": partial(sequential_metric_matrix, ks=(5, 10, 20)),
+}
+"""Per-sample metrics from target ranks, by task kind."""
 
 
 @torch.no_grad()
 def rank_targets(
-    model: ConvRecModel, task: RecTask, samples: Sequence[RecSample], batch_size: int = 256
+    model: ConvRecModel, task: Task, samples: Sequence[Any], batch_size: int = 256
 ) -> torch.Tensor:
     """1-based rank of each sample's target in the model's full-catalogue ranking."""
     was_training = model.training
@@ -29,9 +44,9 @@ def rank_targets(
     return torch.cat(ranks) if ranks else torch.zeros(0, dtype=torch.long)
 
 
-def validation_metrics(
-    model: ConvRecModel, task: RecTask, batch_size: int = 256
-) -> dict[str, float]:
-    """Recall/MRR/NDCG@1,10,50 on the validation split, standard protocol."""
+def validation_metrics(model: ConvRecModel, task: Task, batch_size: int = 256) -> dict[str, float]:
+    """Mean metrics of the task's kind on the validation split, default protocol."""
     ranks = rank_targets(model, task, task.eval_samples("valid"), batch_size)
-    return ranking_metrics(ranks, ks=(1, 10, 50))
+    if len(ranks) == 0:
+        raise ValueError("no validation samples to average over")
+    return {name: v.mean().item() for name, v in METRIC_MATRIX[task.kind](ranks).items()}

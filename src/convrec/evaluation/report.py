@@ -9,7 +9,7 @@ mean, and marks published numbers as such. Pure functions: nothing here knows ab
 from __future__ import annotations
 
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,8 @@ __all__ = [
     "DEFAULT_METRICS",
     "PUBLISHED_MARK",
     "REFERENCE_ROWS",
+    "SEQUENTIAL_METRICS",
+    "TABLE_COLUMNS",
     "Estimate",
     "RecommendationResult",
     "bootstrap_ci",
@@ -38,6 +40,10 @@ ReferenceRow = tuple[str, Mapping[str, float]]
 ReferenceRows = Sequence[ReferenceRow] | Mapping[str, Sequence[ReferenceRow]]
 
 DEFAULT_METRICS = ("recall@1", "recall@10", "recall@50", "ndcg@10", "ndcg@50", "mrr@10", "mrr@50")
+SEQUENTIAL_METRICS = ("hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20")
+# The column sets a table can take when none is given: the CRS table and the sequential
+# (leave-one-out) table. A table takes the set its results cover best.
+TABLE_COLUMNS = (DEFAULT_METRICS, SEQUENTIAL_METRICS)
 PUBLISHED_MARK = "published (paper protocol, not re-run)"
 FORMAT = "convrec.recommendation_result/1"
 MISSING = "–"
@@ -151,11 +157,14 @@ def recommendation_result(
     bootstrap_seed: int = 0,
     dataset_fingerprint: str | None = None,
     protocol_description: str | None = None,
+    metric_matrix: Callable[[torch.Tensor], dict[str, torch.Tensor]] | None = None,
 ) -> RecommendationResult:
     """Metrics with CIs from the 1-based target ranks of every test sample.
 
     The protocol description defaults to the one in `convrec.data.tasks.PROTOCOLS`, so a
-    report cannot name a protocol without saying what it means.
+    report cannot name a protocol without saying what it means. `metric_matrix` turns the
+    ranks into per-sample metrics (default: Recall/MRR/NDCG at `ks`; sequential tasks
+    pass HR/NDCG).
     """
     if protocol_description is None:
         if protocol not in PROTOCOLS:
@@ -165,8 +174,9 @@ def recommendation_result(
             )
         protocol_description = PROTOCOLS[protocol]
     ranks = torch.as_tensor(ranks)
+    per_sample = metric_matrix(ranks) if metric_matrix else ranking_metric_matrix(ranks, ks)
     estimates = bootstrap_ci(
-        ranking_metric_matrix(ranks, ks),
+        per_sample,
         resamples=resamples,
         confidence=confidence,
         seed=bootstrap_seed,
@@ -280,17 +290,18 @@ REFERENCE_ROWS: dict[str, list[tuple[str, dict[str, float]]]] = {
 
 def markdown_table(
     results: Sequence[RecommendationResult],
-    metrics: Sequence[str] = DEFAULT_METRICS,
+    metrics: Sequence[str] | None = None,
     reference_rows: ReferenceRows | None = None,
     *,
     digits: int = 3,
 ) -> str:
     """One Markdown table per (dataset, split, protocol), rows in the given order.
 
-    Tables appear in the order of their first result. `reference_rows` is either a list of
-    (label, {metric: value}) shown under every standard-protocol table, or such lists keyed
-    by dataset (like `REFERENCE_ROWS`). Published rows never appear under another protocol:
-    the papers did not evaluate under it.
+    Tables appear in the order of their first result. Without `metrics`, each table shows
+    the column set of TABLE_COLUMNS that its results cover best. `reference_rows` is either
+    a list of (label, {metric: value}) shown under every standard-protocol table, or such
+    lists keyed by dataset (like `REFERENCE_ROWS`). Published rows never appear under
+    another protocol: the papers did not evaluate under it.
     """
     return _tables(
         [results], metrics, reference_rows=reference_rows, digits=digits, warn_seeds=False
@@ -299,7 +310,7 @@ def markdown_table(
 
 def compare_table(
     results_by_run: Sequence[Sequence[RecommendationResult]],
-    metrics: Sequence[str] = DEFAULT_METRICS,
+    metrics: Sequence[str] | None = None,
     *,
     run_labels: Sequence[str] | None = None,
     aggregate_seeds: bool = False,
@@ -315,7 +326,7 @@ def compare_table(
 
     With `aggregate_seeds`, the runs of one model become one row: mean ± sample standard
     deviation of the per-run means, with the seeds listed. A model with a single run keeps
-    its bootstrap CI cell.
+    its bootstrap CI cell. Columns as in `markdown_table`.
     """
     if run_labels is not None and len(run_labels) != len(results_by_run):
         raise ValueError(f"{len(run_labels)} run labels for {len(results_by_run)} runs")
@@ -352,7 +363,7 @@ def seed_statistics(results: Sequence[RecommendationResult]) -> dict[str, tuple[
 
 def _tables(
     results_by_run: Sequence[Sequence[RecommendationResult]],
-    metrics: Sequence[str],
+    metrics: Sequence[str] | None,
     *,
     run_labels: Sequence[str] | None = None,
     aggregate_seeds: bool = False,
@@ -370,10 +381,11 @@ def _tables(
     tables = []
     for (dataset, _, protocol), labelled in groups.items():
         results = [result for _, result in labelled]
+        columns = metrics if metrics is not None else _columns(results)
         warnings = _consistency_warnings(results)
         notes = []
         if aggregate_seeds:
-            rows, seed_warnings = _aggregated_rows(results, metrics, digits)
+            rows, seed_warnings = _aggregated_rows(results, columns, digits)
             warnings += seed_warnings
             notes.append("an aggregated row shows mean ± sample std over seeds of the run means")
         else:
@@ -381,7 +393,7 @@ def _tables(
                 [
                     _label(result.model, run_label),
                     _seed(result.seed),
-                    *_cells(result, metrics, digits),
+                    *_cells(result, columns, digits),
                 ]
                 for run_label, result in labelled
             ]
@@ -394,10 +406,10 @@ def _tables(
         if protocol == "standard":
             rows += [
                 [f"{_escape(name)} — {PUBLISHED_MARK}", MISSING]
-                + [_fmt(values[m], digits) if m in values else MISSING for m in metrics]
+                + [_fmt(values[m], digits) if m in values else MISSING for m in columns]
                 for name, values in _references_for(reference_rows, dataset)
             ]
-        tables.append(_render(results, rows, metrics, warnings, notes))
+        tables.append(_render(results, rows, columns, warnings, notes))
     return "\n\n".join(tables) + "\n" if tables else ""
 
 
@@ -427,6 +439,12 @@ def _aggregated_rows(
     if len(seed_sets) > 1:
         warnings.append("models were run on different sets of seeds")
     return rows, warnings
+
+
+def _columns(results: Sequence[RecommendationResult]) -> Sequence[str]:
+    """The set of TABLE_COLUMNS that the results have most metrics of (the first on a tie)."""
+    present = {m for r in results for m in r.metrics}
+    return max(TABLE_COLUMNS, key=lambda columns: sum(m in present for m in columns))
 
 
 def _consistency_warnings(results: Sequence[RecommendationResult]) -> list[str]:

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from convrec.data.samples import ConvSample, RecSample
+from convrec.data.schema import TaskKind
 from convrec.data.tasks import RecTask
 
 Batch = dict[str, Any]
@@ -88,6 +89,11 @@ class ConvRecModel(nn.Module):
     name: ClassVar[str]
     description: ClassVar[str]
     Config: ClassVar[type[ModelConfig]]
+    # The kinds of dataset the model trains and evaluates on (registry.check_task_kind).
+    task_kinds: ClassVar[tuple[TaskKind, ...]] = ("conversational",)
+    # Stages a configuration may switch off (e.g. STEP's `converse` in a recommendation-only
+    # run): settings for them (`train.stages.<name>`) are accepted and unused.
+    optional_stages: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: ModelConfig, task: RecTask) -> None:
         super().__init__()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, ClassVar
 
-import numpy as np
 import torch
 
 from convrec.data.samples import RecSample
-from convrec.data.tasks import RecTask
+from convrec.data.schema import TaskKind
+from convrec.data.tasks import Task
 from convrec.models.base import Batch, ConvRecModel, ModelConfig
 from convrec.registry import register_model
 
@@ -17,30 +18,21 @@ class PopularityConfig(ModelConfig):
     pass
 
 
-def mention_counts(task: RecTask) -> torch.Tensor:
-    """How often each catalogue item is mentioned in the training dialogues (any turn)."""
-    kg = task.kg
-    mentioned = np.fromiter(
-        (item for d in task.dataset.dialogues("train") for t in d.turns for item in t.items),
-        dtype=np.int64,
-    )
-    return torch.from_numpy(np.bincount(kg.item_index[mentioned], minlength=kg.num_items)).float()
-
-
 @register_model
 class Popularity(ConvRecModel):
     name = "popularity"
-    description = "Ranks items by how often the training dialogues mention them"
+    description = "Ranks items by training counts (dialogue mentions, or interactions)"
     Config = PopularityConfig
+    task_kinds: ClassVar[tuple[TaskKind, ...]] = ("conversational", "sequential")
 
-    def __init__(self, config: PopularityConfig, task: RecTask) -> None:
-        super().__init__(config, task)
+    def __init__(self, config: PopularityConfig, task: Task) -> None:
+        super().__init__(config, task)  # type: ignore[arg-type]
         self.register_buffer("counts", torch.zeros(task.num_items))
 
     def fit(self) -> None:
-        self.counts.copy_(mention_counts(self.task))
+        self.counts.copy_(torch.from_numpy(self.task.item_counts()))
 
-    def collate(self, samples: Sequence[RecSample]) -> Batch:
+    def collate(self, samples: Sequence[Any]) -> Batch:
         return {"size": len(samples)}
 
     def recommend(self, batch: Batch) -> torch.Tensor:
@@ -59,6 +51,7 @@ class Repeat(Popularity):
         "then the rest by popularity"
     )
     Config = RepeatConfig
+    task_kinds: ClassVar[tuple[TaskKind, ...]] = ("conversational",)  # reads dialogue turns
 
     def collate(self, samples: Sequence[RecSample]) -> Batch:
         """(row, item, recency) for every item mentioned in a sample's context."""

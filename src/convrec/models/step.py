@@ -131,6 +131,7 @@ class STEP(PromptedLM):
     description = "STEP: F-Former + three-stage curriculum + dual prefix prompts (frozen LM)"
     Config = STEPConfig
     config: STEPConfig
+    optional_stages = ("converse",)  # off when model.conversation is false
 
     def __init__(self, config: STEPConfig, task: RecTask) -> None:
         super().__init__(config, task)

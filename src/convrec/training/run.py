@@ -4,7 +4,7 @@ runs/<id>/
   config.yaml        the resolved config (the run can be rebuilt from it alone)
   train.log          what the trainer logged
   metrics.json       validation history, per-step losses, test results, data fingerprint
-  report.md          the test tables (standard and strict protocol, with baselines)
+  report.md          the test tables (each protocol of the task, with baselines)
   model.pt           the selected weights (best on validation)
   checkpoints/       last.pt (resumable) and best.pt (during a stage)
 """
@@ -21,10 +21,11 @@ from typing import Any
 
 from convrec.config import RunConfig
 from convrec.data.datasets import get_reader
-from convrec.data.schema import ConversationDataset
-from convrec.data.tasks import PROTOCOLS, RecTask
+from convrec.data.datasets.base import Dataset
+from convrec.data.schema import SequentialDataset
+from convrec.data.tasks import RecTask, SeqTask, Task
 from convrec.evaluation.conversation import conversation_markdown, conversation_metrics
-from convrec.evaluation.recommendation import rank_targets, validation_metrics
+from convrec.evaluation.recommendation import METRIC_MATRIX, rank_targets, validation_metrics
 from convrec.evaluation.report import (
     REFERENCE_ROWS,
     RecommendationResult,
@@ -34,7 +35,7 @@ from convrec.evaluation.report import (
     to_json,
 )
 from convrec.models.base import ConvRecModel
-from convrec.registry import get_model
+from convrec.registry import check_task_kind, get_model, task_kinds
 from convrec.text.lm import PRETRAINED_LM
 from convrec.training.checkpoint import load_checkpoint, save_atomic, seed_everything
 from convrec.training.distributed import DistContext
@@ -43,7 +44,7 @@ from convrec.training.trainer import Trainer
 
 log = logging.getLogger("convrec.train")
 
-BASELINES = ("popularity", "repeat")  # in every results table
+BASELINES = ("popularity", "repeat")  # in every results table of a task kind they support
 
 
 def new_run_dir(config: RunConfig, root: Path = Path("runs")) -> Path:
@@ -51,15 +52,23 @@ def new_run_dir(config: RunConfig, root: Path = Path("runs")) -> Path:
     return root / f"{config.model_name}-{config.dataset}-s{config.seed}-{stamp}"
 
 
-def build_task(config: RunConfig) -> tuple[RecTask, str]:
-    """The dataset (cached) as a recommendation task, and the data fingerprint."""
-    reader = get_reader(config.dataset)(config.data_dir, **config.data.options)
-    dataset = reader.load()
-    if not isinstance(dataset, ConversationDataset):
-        raise ValueError(
-            f"dataset {config.dataset!r} is sequential; model {config.model_name!r} needs dialogues"
+def make_task(dataset: Dataset, config: RunConfig) -> Task:
+    """The task a dataset poses: next-item prediction for sequences, else dialogue turns."""
+    if isinstance(dataset, SequentialDataset):
+        return SeqTask(
+            dataset,
+            max_items=config.data.max_items,
+            train_positions=config.data.train_positions,
+            seed=config.seed,
         )
-    return RecTask(dataset, train_turns=config.data.train_turns), reader.cache_key()
+    return RecTask(dataset, train_turns=config.data.train_turns)
+
+
+def build_task(config: RunConfig) -> tuple[Task, str]:
+    """The dataset (cached) as a recommendation task, and the data fingerprint."""
+    check_task_kind(config.model_name, config.dataset)
+    reader = get_reader(config.dataset)(config.data_dir, **config.data.options)
+    return make_task(reader.load(), config), reader.cache_key()
 
 
 def resolve_backbones(config: RunConfig, *, progress: bool = True) -> RunConfig:
@@ -76,7 +85,7 @@ def resolve_backbones(config: RunConfig, *, progress: bool = True) -> RunConfig:
     return dataclasses.replace(config, model=model)
 
 
-def build_model(config: RunConfig, task: RecTask, *, progress: bool = True) -> ConvRecModel:
+def build_model(config: RunConfig, task: Task, *, progress: bool = True) -> ConvRecModel:
     config = resolve_backbones(config, progress=progress)
     seed_everything(config.seed)  # the same initial weights on every process
     return get_model(config.model_name)(config.model, task)
@@ -100,6 +109,7 @@ def train(
     dist: DistContext | None = None,
 ) -> dict[str, Any]:
     """Train (or resume) a run and evaluate it on the test split; returns metrics.json."""
+    check_task_kind(config.model_name, config.dataset)  # before the run directory exists
     dist = dist or DistContext()
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -169,7 +179,7 @@ def _recorded_backbones(config: RunConfig, run_dir: Path) -> RunConfig:
     return dataclasses.replace(config, model=config.model.model_copy(update={"lm": recorded}))
 
 
-def load_run(run_dir: Path) -> tuple[RunConfig, RecTask, ConvRecModel]:
+def load_run(run_dir: Path) -> tuple[RunConfig, Task, ConvRecModel]:
     """Rebuild a trained run's model with its selected weights."""
     config = RunConfig.load(run_dir / "config.yaml")
     weights = run_dir / "model.pt"
@@ -184,8 +194,9 @@ def load_run(run_dir: Path) -> tuple[RunConfig, RecTask, ConvRecModel]:
 
 
 def test_results(
-    model: ConvRecModel, name: str, task: RecTask, config: RunConfig, fingerprint: str | None
+    model: ConvRecModel, name: str, task: Task, config: RunConfig, fingerprint: str | None
 ) -> list[RecommendationResult]:
+    """Test metrics under each of the task's protocols, with the metrics of its kind."""
     return [
         recommendation_result(
             rank_targets(
@@ -195,20 +206,22 @@ def test_results(
             dataset=config.dataset,
             split="test",
             protocol=protocol,
+            protocol_description=description,
             seed=config.seed,
             dataset_fingerprint=fingerprint,
+            metric_matrix=METRIC_MATRIX[task.kind],
         )
-        for protocol in PROTOCOLS
+        for protocol, description in task.protocols.items()
     ]
 
 
 def baseline_results(
-    task: RecTask, config: RunConfig, fingerprint: str | None
+    task: Task, config: RunConfig, fingerprint: str | None
 ) -> list[RecommendationResult]:
-    """Popularity and repeat on the same samples: a table is read against them."""
+    """The baselines of the task's kind on the same samples: a table is read against them."""
     results = []
     for name in BASELINES:
-        if name == config.model_name:
+        if name == config.model_name or task.kind not in task_kinds(get_model(name)):
             continue
         baseline = get_model(name)(get_model(name).Config(), task)
         baseline.fit()
@@ -219,11 +232,11 @@ def baseline_results(
 def evaluate(
     run_dir: Path,
     *,
-    task: RecTask | None = None,
+    task: Task | None = None,
     model: ConvRecModel | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Test metrics (both protocols, 95% bootstrap CIs) into metrics.json and report.md."""
+    """Test metrics (every protocol, 95% bootstrap CIs) into metrics.json and report.md."""
     config = RunConfig.load(run_dir / "config.yaml")
     if task is None or model is None:
         config, task, model = load_run(run_dir)
@@ -238,7 +251,7 @@ def evaluate(
         + markdown_table(results, reference_rows=REFERENCE_ROWS)
         + "\n"
     )
-    if model.can_respond:
+    if model.can_respond and isinstance(task, RecTask):
         started = time.perf_counter()
         conversation = conversation_metrics(model, task, "test", progress=progress)
         conversation["seconds"] = round(time.perf_counter() - started, 1)

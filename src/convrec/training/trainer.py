@@ -176,7 +176,8 @@ class Trainer:
         return [b for b in batches if len(b) >= self.dist.world_size]
 
     def _check_stage_names(self, stages: list[Stage]) -> None:
-        unknown = sorted(set(self.config.stages) - {s.name for s in stages})
+        known = {s.name for s in stages} | set(self.model.optional_stages)
+        unknown = sorted(set(self.config.stages) - known)
         if unknown:
             raise ValueError(
                 f"train.stages.{unknown[0]}: the model has no stage {unknown[0]!r}; its stages "

@@ -16,7 +16,13 @@ from typing import Any, ClassVar
 from convrec.data.cache import cached, default_cache_dir, fingerprint
 from convrec.data.errors import DataFormatError
 from convrec.data.jsonl import iter_json_lines
-from convrec.data.schema import SPLITS, ConversationDataset, Dialogue, SequentialDataset
+from convrec.data.schema import (
+    SPLITS,
+    ConversationDataset,
+    Dialogue,
+    SequentialDataset,
+    TaskKind,
+)
 
 Dataset = ConversationDataset | SequentialDataset
 
@@ -25,13 +31,15 @@ class DatasetReader(ABC):
     """Reads one dataset format from `data_dir` into the data model.
 
     Subclasses set `name` (registry key), `version` (bump whenever the produced data can
-    change: it invalidates every cached copy), `description`, and implement
-    `input_files` and `read`.
+    change: it invalidates every cached copy), `description`, `task_kind` (what `read`
+    returns: dialogues or sequences, known before reading so that a model/dataset mismatch
+    fails at once), and implement `input_files` and `read`.
     """
 
     name: ClassVar[str]
     version: ClassVar[int]
     description: ClassVar[str]
+    task_kind: ClassVar[TaskKind]
     needs_data_dir: ClassVar[bool] = True
 
     def __init__(self, data_dir: str | Path | None = None, **options: Any) -> None:
@@ -79,6 +87,7 @@ class ConversationReader(DatasetReader):
     """Shared by the dialogue formats: one file per split, any subset of splits present."""
 
     split_file: ClassVar[str]  # e.g. "{split}_data.jsonl"
+    task_kind: ClassVar[TaskKind] = "conversational"
 
     def split_paths(self) -> dict[str, Path]:
         assert self.data_dir is not None

@@ -35,7 +35,15 @@ import numpy as np
 
 from convrec.data.datasets.base import DatasetReader, register_reader
 from convrec.data.kg import KnowledgeGraph
-from convrec.data.schema import SPLITS, ConversationDataset, Dialogue, Mention, Role, Turn
+from convrec.data.schema import (
+    SPLITS,
+    ConversationDataset,
+    Dialogue,
+    Mention,
+    Role,
+    TaskKind,
+    Turn,
+)
 
 # -- the world's vocabulary -----------------------------------------------------------------
 
@@ -840,6 +848,7 @@ class DemoReader(DatasetReader):
         "dialogues with known seeker preferences), for quickstart and tests"
     )
     needs_data_dir: ClassVar[bool] = False
+    task_kind: ClassVar[TaskKind] = "conversational"
 
     @classmethod
     def default_options(cls) -> dict[str, Any]:

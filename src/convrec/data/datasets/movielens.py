@@ -43,6 +43,7 @@ from convrec.data.schema import SequentialDataset
 class RecBoleReader(DatasetReader):
     name = "movielens-100k"
     version = 1
+    task_kind = "sequential"
     description = (
         "MovieLens-100k as RecBole atomic files with the KB4Rec Freebase KG: per-user "
         "sequences sorted by time, items linked to Freebase entities (other RecBole "

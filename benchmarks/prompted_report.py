@@ -1,13 +1,15 @@
-"""UniCRS performance figures from a finished run: samples/s per stage and chat latency.
+"""Performance figures of a finished prompt-learning run (UniCRS, STEP): samples/s per
+stage and chat latency.
 
-    python benchmarks/unicrs_report.py --run runs/inspired-unicrs/unicrs-s0 [--turns 100]
+    python benchmarks/prompted_report.py --run runs/inspired-unicrs/unicrs-s0 [--turns 100]
+    python benchmarks/prompted_report.py --run runs/inspired-step/step-s0
 
 Samples/s per stage and epoch come from the run's metrics.json (measured by the trainer:
 training samples over the epoch's wall time, validation excluded). Latency is the wall
 time of one `ChatSession.send` (entity linking, recommendation, prompt, greedy decoding
 with the KV cache, slot filling) on the first seeker messages of test dialogues, one
 message per conversation turn, continuing each dialogue for up to 3 turns. Writes
-benchmarks/results/unicrs_inspired.json.
+benchmarks/results/<model>_<dataset>.json (e.g. unicrs_inspired.json).
 """
 
 from __future__ import annotations
@@ -32,12 +34,11 @@ def main() -> None:
     parser.add_argument("--run", type=Path, required=True)
     parser.add_argument("--turns", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument(
-        "--out", type=Path, default=ROOT / "benchmarks/results/unicrs_inspired.json"
-    )
+    parser.add_argument("--out", type=Path, help="default: results/<model>_<dataset>.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     metrics = json.loads((args.run / "metrics.json").read_text())
+    out = args.out or ROOT / f"benchmarks/results/{metrics['model']}_{metrics['dataset']}.json"
     stages: dict[str, list[float]] = {}
     for row in metrics["history"]:
         if row.get("samples_per_s"):
@@ -80,7 +81,7 @@ def main() -> None:
         "threads": args.threads,
     }
     print(json.dumps(record, indent=2))
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    out.write_text(json.dumps(record, indent=2) + "\n")
 
 
 if __name__ == "__main__":
