@@ -70,6 +70,8 @@ def pack_dialogues(dialogues: Sequence[Dialogue], tokenizer: Any, block_size: in
 class CausalLMPretraining(nn.Module):
     """The LM with one training stage, in the shape the shared `Trainer` runs."""
 
+    optional_stages: tuple[str, ...] = ()
+
     def __init__(self, lm: nn.Module, train: torch.Tensor, valid: torch.Tensor) -> None:
         super().__init__()
         self.lm = lm
