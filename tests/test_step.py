@@ -162,6 +162,18 @@ def test_the_recommendation_prefix_is_p_rec_then_the_fused_queries(
     assert seen == [(4, 3, 32), (4, 2 + 3, 32)]  # pretraining: Z only; then [P_rec ; Z]
 
 
+def test_raw_prompt_queries_are_the_unnormalised_branch_outputs(checkpoint, task) -> None:
+    model = make(checkpoint, task, prompt_queries="raw").eval()
+    batch = model.collate(task.train[:4])
+    with torch.no_grad():
+        out, _ = model.rec_side(batch, model._token_states(batch))
+    # Z averages two unit vectors; the raw outputs keep their own lengths.
+    assert (out.queries.norm(dim=-1) <= 1 + 1e-5).all()
+    assert not torch.allclose(out.raw_queries.norm(dim=-1), out.queries.norm(dim=-1))
+    assert torch.equal(model._prompt_queries(out), out.raw_queries)
+    assert torch.equal(make(checkpoint, task)._prompt_queries(out), out.queries)
+
+
 def test_the_conversation_prefix_is_an_input_embedding_prefix(checkpoint, task) -> None:
     model = make(checkpoint, task).eval()
     prefix = model._conv_prompt(model.collate(task.train[:4]))

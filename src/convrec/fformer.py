@@ -80,6 +80,8 @@ class FFormerOutput:
     queries: torch.Tensor  # Z = (Z1 + Z2) / 2 [B, K, H]
     entity_queries: torch.Tensor  # Z1 [B, K, H]
     text: torch.Tensor  # t [B, H]
+    # (W_e F(Q0; H) + W_e F(Z1; T)) / 2 before normalisation: what BLIP-2 hands its LM
+    raw_queries: torch.Tensor  # [B, K, H]
 
 
 class FFormer(nn.Module):
@@ -135,8 +137,12 @@ class FFormer(nn.Module):
     ) -> FFormerOutput:
         """Entities [B, Le, H] (+ mask) and token states [B, Lt, H] (+ mask, CLS first)."""
         start = self.query_init.expand(entities.shape[0], -1, -1)
-        z1 = F.normalize(self.entity_proj(self.attend(start, entities, entity_mask)), dim=-1)
+        raw1 = self.entity_proj(self.attend(start, entities, entity_mask))
+        z1 = F.normalize(raw1, dim=-1)
         text_states = self.encode_text(tokens, token_mask)
         text = F.normalize(self.text_proj(text_states[:, 0]), dim=-1)
-        z2 = F.normalize(self.entity_proj(self.attend(z1, text_states, token_mask)), dim=-1)
-        return FFormerOutput(queries=(z1 + z2) / 2, entity_queries=z1, text=text)
+        raw2 = self.entity_proj(self.attend(z1, text_states, token_mask))
+        z2 = F.normalize(raw2, dim=-1)
+        return FFormerOutput(
+            queries=(z1 + z2) / 2, entity_queries=z1, text=text, raw_queries=(raw1 + raw2) / 2
+        )

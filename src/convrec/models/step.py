@@ -70,6 +70,13 @@ class STEPConfig(PromptedLMConfig):
     fformer_dropout: float = Field(0.1, ge=0, lt=1, description="dropout inside the F-Former")
     n_prefix_rec: int = Field(10, ge=0, description="P_rec vectors (released scripts: 10)")
     n_prefix_conv: int = Field(10, ge=0, description="P_conv vectors")
+    prompt_queries: Literal["normalized", "raw"] = Field(
+        "normalized",
+        description="what the prefixes read: Z as the spec writes it (L2-normalised, as the "
+        "alignment losses see it) or the branch outputs before normalisation (as BLIP-2 "
+        "feeds its LM); the normalised Z barely varies between contexts "
+        "(benchmarks/step_prompt_diagnostics.py)",
+    )
     rec_loss: Literal["cross_entropy", "bce"] = Field(
         "cross_entropy",
         description="item loss over all entities: softmax cross-entropy (released code) or "
@@ -193,12 +200,15 @@ class STEP(PromptedLM):
     def _recommendation(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, FFormerOutput]:
         """LM state at the last context token [B, H], entity table, F-Former output."""
         out, table = self.rec_side(batch, self._token_states(batch))
-        prompt = out.queries
+        prompt = self._prompt_queries(out)
         if bool(self.rec_prefix_on) and self.config.n_prefix_rec:
             prompt = torch.cat([self.rec_prefix(prompt.shape[0]), prompt], dim=1)
         prefix = Prefix(self.rec_projection(prompt))
         states = self.backbone.hidden_states(batch["context_ids"], batch["context_mask"], prefix)
         return states[:, -1], table, out
+
+    def _prompt_queries(self, out: FFormerOutput) -> torch.Tensor:
+        return out.queries if self.config.prompt_queries == "normalized" else out.raw_queries
 
     def _user(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         user, table, _ = self._recommendation(batch)
@@ -225,7 +235,7 @@ class STEP(PromptedLM):
 
     def _conversation(self, batch: Batch) -> tuple[Prefix, FFormerOutput]:
         out, _ = self.conv_side(batch, self._token_states(batch))
-        queries = self.conv_adapter(out.queries)
+        queries = self.conv_adapter(self._prompt_queries(out))
         embeds = torch.cat([self.conv_prefix(queries.shape[0]), queries], dim=1)
         return Prefix(embeds=embeds), out
 
