@@ -85,6 +85,7 @@ from convrec.graph.knowledge_tree import (
 )
 from convrec.models.base import Batch, ConvRecModel, ModelConfig, Stage
 from convrec.registry import register_model
+from convrec.text.lm import load_local_model
 from convrec.text.templates import MASK_TOKEN, EntityNaming, mpp_template
 from convrec.text.tokenizer import BUNDLED_BPE, load_tokenizer
 
@@ -148,26 +149,16 @@ class T5NotFoundError(FileNotFoundError):
 def load_t5(
     name_or_path: str | Path,
 ) -> tuple[T5ForConditionalGeneration, PreTrainedTokenizerBase]:
-    """A T5 checkpoint and its own tokenizer from local files (mirrors `load_causal_lm`).
-
-    Tokens the tokenizer lacks (padding, the mask token) are added and the embedding table
-    grows when it has no row for them; the new rows are freshly initialised.
-    """
-    path = str(name_or_path)
-    try:
-        model = T5ForConditionalGeneration.from_pretrained(path, local_files_only=True)
-    except (OSError, ValueError) as error:
-        raise T5NotFoundError(
-            f"T5 {path!r} was not found locally: it is not a checkpoint directory and not in "
-            "the local Hugging Face cache, and convrec does not download models. Leave "
-            "model.t5 unset for the compact T5, or give a directory written by "
-            f"save_pretrained. ({type(error).__name__}: {error})"
-        ) from error
-    tokenizer = kp4sr_tokenizer(path)
-    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
-        model.resize_token_embeddings(len(tokenizer))
-    if model.config.pad_token_id is None:
-        model.config.pad_token_id = tokenizer.pad_token_id
+    """A T5 checkpoint and its own tokenizer (plus padding and the mask token) from local
+    files; the decoder starts from the pad token when the checkpoint does not say."""
+    model, tokenizer = load_local_model(
+        T5ForConditionalGeneration,
+        name_or_path,
+        kp4sr_tokenizer,
+        missing=T5NotFoundError,
+        hint="Leave model.t5 unset for the compact T5, or give a directory written by "
+        "save_pretrained.",
+    )
     if model.config.decoder_start_token_id is None:
         model.config.decoder_start_token_id = model.config.pad_token_id
     return model, tokenizer

@@ -17,7 +17,9 @@ INSPIRED in the 45 minutes the project allows.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -89,30 +91,51 @@ class LMNotFoundError(FileNotFoundError):
     """A causal LM named by path or hub name is not available locally."""
 
 
-def load_causal_lm(
-    name_or_path: str | Path, *, num_items: int = 0
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A causal LM and its own tokenizer from local files, with convrec's special tokens.
+def load_local_model(
+    model_class: Any,
+    name_or_path: str | Path,
+    load_tokenizer_for: Callable[[str], PreTrainedTokenizerBase],
+    *,
+    missing: type[FileNotFoundError],
+    hint: str,
+) -> tuple[Any, PreTrainedTokenizerBase]:
+    """A Hugging Face model from local files only, and its tokenizer fitted to it.
 
-    Tokens the checkpoint lacks (padding, `<movie>`, [REC], [GEN], item tokens) are added
-    and the embedding table grows to match; the new rows are freshly initialised.
+    convrec never downloads: a name that is neither a checkpoint directory nor in the local
+    Hugging Face cache raises `missing` with `hint` (what to use instead). Tokens the
+    tokenizer adds grow the model's embedding table (new rows freshly initialised), and a
+    missing pad id is taken from the tokenizer.
     """
     path = str(name_or_path)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
+        model = model_class.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError) as error:
-        raise LMNotFoundError(
-            f"causal LM {path!r} was not found locally: it is not a checkpoint directory and "
-            "not in the local Hugging Face cache, and convrec does not download models. "
-            "Use the compact LM (`convrec lm pretrain`) or a directory written by "
-            f"save_pretrained. ({type(error).__name__}: {error})"
+        raise missing(
+            f"{path!r} was not found locally: it is not a checkpoint directory and not in the "
+            f"local Hugging Face cache, and convrec does not download models. {hint} "
+            f"({type(error).__name__}: {error})"
         ) from error
-    tokenizer = load_tokenizer(path, num_items=num_items)
+    tokenizer = load_tokenizer_for(path)
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+def load_causal_lm(
+    name_or_path: str | Path, *, num_items: int = 0
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A causal LM and its own tokenizer from local files, with convrec's special tokens
+    (padding, `<movie>`, [REC], [GEN], item tokens) added where the checkpoint lacks them."""
+    return load_local_model(
+        AutoModelForCausalLM,
+        name_or_path,
+        lambda path: load_tokenizer(path, num_items=num_items),
+        missing=LMNotFoundError,
+        hint="Use the compact LM (`convrec lm pretrain`) or a directory written by "
+        "save_pretrained.",
+    )
 
 
 def pretrain_info(path: str | Path) -> dict | None:
