@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -132,6 +133,14 @@ def test_input_embedding_prefix_is_prepended() -> None:
     embeds = torch.randn(2, 4, 32)
     states = model.hidden_states(IDS, MASK, Prefix(embeds=embeds))
     assert states.shape == (2, 4 + IDS.shape[1], 32)
+
+
+def test_sequences_longer_than_the_lm_positions_fail_clearly() -> None:
+    model = PrefixLM(tiny_lm())  # 64 positions
+    ids, mask = torch.ones(1, 60, dtype=torch.long), torch.ones(1, 60, dtype=torch.long)
+    model.hidden_states(ids, mask, Prefix())
+    with pytest.raises(ValueError, match=r"68 positions .* exceed the LM's 64"):
+        model.hidden_states(ids, mask, Prefix(embeds=torch.randn(1, 8, 32)))
 
 
 def test_fusion_sides_and_masks() -> None:

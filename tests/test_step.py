@@ -205,6 +205,16 @@ def test_training_moves_prompts_never_the_frozen_lm_and_bce_works(
     }
 
 
+def test_models_of_one_process_share_the_frozen_encoder_states(checkpoint, task) -> None:
+    first, second = make(checkpoint, task), make(checkpoint, task, n_queries=2)
+    batch = first.collate(task.train[:4])
+    first._token_states(batch)
+    assert first._text_memo is second._text_memo and batch["texts"][0] in second._text_memo
+    # Encoder weights loaded from a checkpoint make the shared states stale for that model.
+    second.load_state_dict({**second.state_dict(), **second.encoder.state_dict(prefix="encoder.")})
+    assert second._text_memo is not first._text_memo and not second._text_memo
+
+
 def test_recommendation_only_models_have_no_conversation_side(checkpoint, task, tmp_path) -> None:
     model = make(checkpoint, task, conversation=False)
     assert not model.can_respond

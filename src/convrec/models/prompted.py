@@ -31,9 +31,10 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch.nn.utils.rnn import pad_sequence
 
-from convrec.data.kg import InverseMode
+from convrec.data.kg import InverseMode, KnowledgeGraph
 from convrec.data.samples import SLOT_TOKEN, ConvSample, RecSample, build_conv_samples
 from convrec.data.tasks import RecTask
+from convrec.graph.encoders import EntityEncoder
 from convrec.models.base import (
     Batch,
     ConvRecModel,
@@ -77,6 +78,18 @@ class PromptedLMConfig(ModelConfig):
     max_new_tokens: int = Field(48, ge=1, description="longest generated response")
     no_repeat_ngram_size: int = Field(3, ge=0, description="greedy decoding n-gram ban")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="rec cross-entropy smoothing")
+
+
+def entity_encoder(kg: KnowledgeGraph, config: PromptedLMConfig, hidden: int) -> EntityEncoder:
+    """The R-GCN entity encoder a prompt side uses, sized by the config, output at LM width."""
+    return EntityEncoder(
+        kg,
+        config.entity_dim or hidden // 2,
+        hidden,
+        num_bases=config.num_bases,
+        inverse_edges=config.inverse_edges,
+        self_loops=config.self_loops,
+    )
 
 
 class PromptedLM(ConvRecModel):
@@ -219,6 +232,11 @@ class PromptedLM(ConvRecModel):
         return states, torch.arange(states.shape[1], device=self.device)[None, :] < lengths[:, None]
 
     # -- recommendation -----------------------------------------------------------------
+
+    def _context_state(self, batch: Batch, prefix: Prefix) -> torch.Tensor:
+        """The LM's last-layer state at the context's last token [B, H] under `prefix`."""
+        states = self.backbone.hidden_states(batch["context_ids"], batch["context_mask"], prefix)
+        return states[:, -1]
 
     def recommend(self, batch: Batch) -> torch.Tensor:
         user, table = self._user(batch)

@@ -46,9 +46,8 @@ from convrec.data.kg import KnowledgeGraph
 from convrec.data.samples import build_conv_samples, build_rec_samples
 from convrec.data.tasks import RecTask
 from convrec.fformer import FFormer, FFormerOutput
-from convrec.graph.encoders import EntityEncoder
 from convrec.models.base import Batch, Stage
-from convrec.models.prompted import PromptedLM, PromptedLMConfig
+from convrec.models.prompted import PromptedLM, PromptedLMConfig, entity_encoder
 from convrec.prompts import Prefix, PrefixProjection, TaskPrefix, TokenProjection
 from convrec.registry import register_model
 
@@ -102,14 +101,7 @@ class STEPEncoder(nn.Module):
         self, kg: KnowledgeGraph, config: STEPConfig, text_dim: int, hidden: int, heads: int
     ):
         super().__init__()
-        self.entities = EntityEncoder(
-            kg,
-            config.entity_dim or hidden // 2,
-            hidden,
-            num_bases=config.num_bases,
-            inverse_edges=config.inverse_edges,
-            self_loops=config.self_loops,
-        )
+        self.entities = entity_encoder(kg, config, hidden)
         self.tokens = TokenProjection(text_dim, hidden)
         self.fformer = FFormer(
             hidden,
@@ -203,9 +195,7 @@ class STEP(PromptedLM):
         prompt = self._prompt_queries(out)
         if bool(self.rec_prefix_on) and self.config.n_prefix_rec:
             prompt = torch.cat([self.rec_prefix(prompt.shape[0]), prompt], dim=1)
-        prefix = Prefix(self.rec_projection(prompt))
-        states = self.backbone.hidden_states(batch["context_ids"], batch["context_mask"], prefix)
-        return states[:, -1], table, out
+        return self._context_state(batch, Prefix(self.rec_projection(prompt))), table, out
 
     def _prompt_queries(self, out: FFormerOutput) -> torch.Tensor:
         return out.queries if self.config.prompt_queries == "normalized" else out.raw_queries

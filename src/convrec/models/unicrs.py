@@ -33,9 +33,8 @@ from torch import nn
 from convrec.data.kg import KnowledgeGraph
 from convrec.data.samples import build_conv_samples, build_rec_samples
 from convrec.data.tasks import RecTask
-from convrec.graph.encoders import EntityEncoder
 from convrec.models.base import Batch, Stage
-from convrec.models.prompted import PromptedLM, PromptedLMConfig
+from convrec.models.prompted import PromptedLM, PromptedLMConfig, entity_encoder
 from convrec.prompts import Prefix, PrefixProjection, SemanticFusion, TaskPrefix, TokenProjection
 from convrec.registry import register_model
 
@@ -58,14 +57,7 @@ class UniCRSPrompt(nn.Module):
         hidden: int,
     ) -> None:
         super().__init__()
-        self.entities = EntityEncoder(
-            kg,
-            config.entity_dim or hidden // 2,
-            hidden,
-            num_bases=config.num_bases,
-            inverse_edges=config.inverse_edges,
-            self_loops=config.self_loops,
-        )
+        self.entities = entity_encoder(kg, config, hidden)
         self.tokens = TokenProjection(text_dim, hidden)
         self.fusion = SemanticFusion(hidden)
         self.prefix = PrefixProjection(hidden, n_layer, n_head)
@@ -126,8 +118,7 @@ class UniCRS(PromptedLM):
 
     def _user(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         prefix, table = self._rec_prompt(batch)
-        states = self.backbone.hidden_states(batch["context_ids"], batch["context_mask"], prefix)
-        return states[:, -1], table
+        return self._context_state(batch, prefix), table
 
     def entity_loss(self, batch: Batch) -> torch.Tensor:
         user, table = self._user(batch)
