@@ -1,7 +1,7 @@
 """Wall time and peak memory of one `convrec train` run, plus its test metrics.
 
     python benchmarks/train_time.py --model kbrd --dataset inspired \\
-        [--data-dir ../shared/data/inspired] [--seed 0] [override ...]
+        [--data-dir ../shared/data/inspired] [--seed 0] [--run-dir DIR] [override ...]
 
 Runs the CLI in a child process (so the numbers include start-up, data loading from the
 cache, training, validation and the test evaluation) and appends a record to
@@ -33,13 +33,16 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/train_time.json")
+    parser.add_argument(
+        "--run-dir", type=Path, default=None, help="keep the run here (default: a scratch dir)"
+    )
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     data_dir = args.data_dir or ROOT.parent / "shared" / "data" / args.dataset
     loader_dir = None if args.dataset == "demo" else str(data_dir)
 
     with tempfile.TemporaryDirectory() as scratch:
-        run_dir = Path(scratch) / "run"
+        run_dir = args.run_dir or Path(scratch) / "run"
         command = [
             sys.executable,
             "-m",
@@ -80,6 +83,7 @@ def main() -> None:
         "dataset": args.dataset,
         "seed": args.seed,
         "overrides": args.overrides,
+        "threads": os.environ.get("OMP_NUM_THREADS", "all"),
         "wall_seconds": round(seconds, 1),
         "peak_rss_mib": round(peak_mib),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",

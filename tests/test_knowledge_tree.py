@@ -35,6 +35,8 @@ T, IT, L1, L2, P = (
     TokenKind.PAD,
 )
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny T5 tests
+
 # -- a hand-drawn tree ---------------------------------------------------------------------
 #
 #   MPP: "u" [A] "," [B B] "next"        A = history node 0, B = node 1 (two tokens)
@@ -159,15 +161,6 @@ def test_t5_mask_forms():
 
 
 # -- T5 applies the mask --------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny matrices: a second thread only adds synchronisation (and waits on a busy CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_t5_encoder(num_layers: int, attention: str) -> T5EncoderModel:

@@ -38,13 +38,7 @@ TINY_T5 = {"d_model": 32, "d_ff": 64, "d_kv": 8, "num_heads": 2}
 TINY_T5_ONE_LAYER = {**TINY_T5, "num_layers": 1, "num_decoder_layers": 1}
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny matrices: a second thread only adds synchronisation (and waits on a busy CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # -- a small movie world --------------------------------------------------------------------

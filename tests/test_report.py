@@ -287,6 +287,21 @@ def test_compare_table_aggregates_seeds() -> None:
     assert "**Warning:** models were run on different sets of seeds." in markdown
 
 
+def test_aggregated_rows_keep_labelled_variants_apart() -> None:
+    runs = [
+        [fake_result(seed=seed, means={"recall@1": mean})]
+        for seed, mean in ((0, 0.1), (1, 0.2), (0, 0.3), (1, 0.5))
+    ]
+    labels = ["tree", "tree", "none", "none"]
+    markdown = compare_table(runs, ("recall@1",), run_labels=labels, aggregate_seeds=True)
+    rows = table_lines(markdown)[2:]
+    assert rows == [
+        ["kbrd (tree) (2 runs)", "0, 1", "0.150 ± 0.071"],
+        ["kbrd (none) (2 runs)", "0, 1", "0.400 ± 0.141"],
+    ]
+    assert "same seed" not in markdown
+
+
 def test_compare_table_keeps_run_order_and_warns() -> None:
     runs = [
         [fake_result("b", seed=0, fingerprint="aaaaaaaaaaaaaaaa")],

@@ -81,6 +81,14 @@ def test_same_config_and_seed_give_identical_metrics(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "kbrd" in result.stdout and "repeat" in result.stdout
+    # rows labelled by a config setting; the shared baselines stay unlabelled
+    labelled = ["compare", str(tmp_path / "a"), "--label-by", "train.epochs"]
+    result = runner.invoke(app, labelled)
+    assert result.exit_code == 0, result.output
+    assert "| kbrd (epochs=2) |" in result.stdout and "| repeat |" in result.stdout
+    result = runner.invoke(app, [*labelled, "--label-by", "model.no_such_setting"])
+    assert result.exit_code == 2
+    assert "'model.no_such_setting': no run's config.yaml has it" in result.output
 
 
 def test_bad_override_and_resume_without_run(tmp_path):

@@ -225,8 +225,16 @@ def evaluate(
 def compare(
     runs: Annotated[list[Path], typer.Argument(help="Run directories.")],
     aggregate_seeds: Annotated[
-        bool, typer.Option(help="Mean ± std over runs of the same model.")
+        bool, typer.Option(help="Mean ± std over runs of the same model (and label).")
     ] = False,
+    label_by: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--label-by",
+            help="Label rows with this setting of each run's config, e.g. model.knowledge "
+            "(repeatable); runs of one model with different labels stay apart.",
+        ),
+    ] = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write markdown here.")
     ] = None,
@@ -236,8 +244,10 @@ def compare(
     from convrec.training.run import compare_results
 
     with user_errors():
+        results, labels = compare_results(runs, label_by)
         table = compare_table(
-            compare_results(runs),
+            results,
+            run_labels=labels,
             reference_rows=REFERENCE_ROWS,
             aggregate_seeds=aggregate_seeds,
         )

@@ -312,7 +312,7 @@ def compare_table(
     results_by_run: Sequence[Sequence[RecommendationResult]],
     metrics: Sequence[str] | None = None,
     *,
-    run_labels: Sequence[str] | None = None,
+    run_labels: Sequence[str | None] | None = None,
     aggregate_seeds: bool = False,
     reference_rows: ReferenceRows | None = None,
     digits: int = 3,
@@ -324,8 +324,9 @@ def compare_table(
     dataset fingerprints, sample counts or conventions, and different seeds (without
     aggregation; with it, models run on different sets of seeds).
 
-    With `aggregate_seeds`, the runs of one model become one row: mean ± sample standard
-    deviation of the per-run means, with the seeds listed. A model with a single run keeps
+    With `aggregate_seeds`, the runs of one model and run label (`run_labels`, e.g. the
+    ablation a run belongs to) become one row: mean ± sample standard deviation of the
+    per-run means, with the seeds listed. A model with a single run keeps
     its bootstrap CI cell. Columns as in `markdown_table`.
     """
     if run_labels is not None and len(run_labels) != len(results_by_run):
@@ -365,7 +366,7 @@ def _tables(
     results_by_run: Sequence[Sequence[RecommendationResult]],
     metrics: Sequence[str] | None,
     *,
-    run_labels: Sequence[str] | None = None,
+    run_labels: Sequence[str | None] | None = None,
     aggregate_seeds: bool = False,
     reference_rows: ReferenceRows | None,
     digits: int,
@@ -385,7 +386,7 @@ def _tables(
         warnings = _consistency_warnings(results)
         notes = []
         if aggregate_seeds:
-            rows, seed_warnings = _aggregated_rows(results, columns, digits)
+            rows, seed_warnings = _aggregated_rows(labelled, columns, digits)
             warnings += seed_warnings
             notes.append("an aggregated row shows mean ± sample std over seeds of the run means")
         else:
@@ -414,11 +415,14 @@ def _tables(
 
 
 def _aggregated_rows(
-    results: Sequence[RecommendationResult], metrics: Sequence[str], digits: int
+    labelled: Sequence[tuple[str | None, RecommendationResult]],
+    metrics: Sequence[str],
+    digits: int,
 ) -> tuple[list[list[str]], list[str]]:
+    """One row per model and run label: variants of one model stay apart."""
     by_model: dict[str, list[RecommendationResult]] = {}
-    for result in results:
-        by_model.setdefault(result.model, []).append(result)
+    for run_label, result in labelled:
+        by_model.setdefault(_label(result.model, run_label), []).append(result)
     rows, warnings = [], []
     for model, runs in by_model.items():
         seeds = [r.seed for r in runs]
@@ -427,14 +431,14 @@ def _aggregated_rows(
                 f"{model} has several runs with the same seed ({_join(map(_seed, seeds))})"
             )
         if len(runs) == 1:
-            rows.append([_escape(model), _seed(seeds[0]), *_cells(runs[0], metrics, digits)])
+            rows.append([model, _seed(seeds[0]), *_cells(runs[0], metrics, digits)])
             continue
         stats = seed_statistics(runs)
         cells = [
             f"{_fmt(stats[m][0], digits)} ± {_fmt(stats[m][1], digits)}" if m in stats else MISSING
             for m in metrics
         ]
-        rows.append([f"{_escape(model)} ({len(runs)} runs)", _join(map(_seed, seeds)), *cells])
+        rows.append([f"{model} ({len(runs)} runs)", _join(map(_seed, seeds)), *cells])
     seed_sets = {frozenset(r.seed for r in runs) for runs in by_model.values()}
     if len(seed_sets) > 1:
         warnings.append("models were run on different sets of seeds")

@@ -273,17 +273,55 @@ def run_results(run_dir: Path) -> list[RecommendationResult]:
     return [from_json(r) for r in stored]
 
 
-def compare_results(run_dirs: list[Path]) -> list[list[RecommendationResult]]:
-    """Each run's results, with the shared baselines kept once (from the first run)."""
+def compare_results(
+    run_dirs: list[Path], label_by: list[str] | None = None
+) -> tuple[list[list[RecommendationResult]], list[str | None]]:
+    """Each run's results and its label (`run_labels`), for `compare_table`.
+
+    The shared baselines every run carries are kept once (from the first run that has
+    them), in a group of their own without a label: they do not depend on the variant.
+    """
     seen: set[tuple[str, str, str, str]] = set()
-    by_run = []
-    for run_dir in run_dirs:
-        kept = []
+    groups: list[list[RecommendationResult]] = []
+    labels: list[str | None] = []
+    for run_dir, label in zip(run_dirs, run_labels(run_dirs, label_by or []), strict=True):
+        own, baselines = [], []
         for result in run_results(run_dir):
             key = (result.model, result.dataset, result.split, result.protocol)
-            if result.model in BASELINES and key in seen:
-                continue
-            seen.add(key)
-            kept.append(result)
-        by_run.append(kept)
-    return by_run
+            if result.model not in BASELINES:
+                own.append(result)
+            elif key not in seen:
+                seen.add(key)
+                baselines.append(result)
+        groups += [own, baselines]
+        labels += [label, None]
+    return groups, labels
+
+
+def run_labels(run_dirs: list[Path], settings: list[str]) -> list[str | None]:
+    """Each run's values of the dotted `settings` (e.g. `model.knowledge`) as `name=value`,
+    so a comparison can tell variants of one model apart; a run whose config lacks a
+    setting (another model) just gets no part for it."""
+    if not settings:
+        return [None] * len(run_dirs)
+    configs = [RunConfig.load(run_dir / "config.yaml").to_dict() for run_dir in run_dirs]
+    found: set[str] = set()
+    labels: list[str | None] = []
+    for config in configs:
+        parts = []
+        for setting in settings:
+            node: Any = config
+            for key in setting.split("."):
+                node = node.get(key, _ABSENT) if isinstance(node, dict) else _ABSENT
+            if node is not _ABSENT:
+                found.add(setting)
+                value = str(node).lower() if isinstance(node, bool) else node
+                parts.append(f"{setting.rsplit('.', 1)[-1]}={value}")
+        labels.append(", ".join(parts) or None)
+    missing = [s for s in settings if s not in found]
+    if missing:
+        raise ValueError(f"label setting {missing[0]!r}: no run's config.yaml has it")
+    return labels
+
+
+_ABSENT = object()
