@@ -298,6 +298,9 @@ def compare_results(
     return groups, labels
 
 
+_ABSENT = object()  # a setting a run's config does not have
+
+
 def run_labels(run_dirs: list[Path], settings: list[str]) -> list[str | None]:
     """Each run's values of the dotted `settings` (e.g. `model.knowledge`) as `name=value`,
     so a comparison can tell variants of one model apart; a run whose config lacks a
@@ -322,6 +325,3 @@ def run_labels(run_dirs: list[Path], settings: list[str]) -> list[str | None]:
     if missing:
         raise ValueError(f"label setting {missing[0]!r}: no run's config.yaml has it")
     return labels
-
-
-_ABSENT = object()
