@@ -3,12 +3,19 @@
 Every row is a recommendation-only STEP run (`model.conversation=false`: prompt
 pre-training + recommendation tuning, the stages the ablations change) with the default
 INSPIRED settings otherwise, evaluated on the test split under both protocols; rows are
-mean ± sample std over seeds. Runs go to runs/step-ablations/<row>-s<seed>; a finished
-run is read back, an interrupted one resumes, so the sweep can be stopped and restarted.
-All runs share one process, so each context is encoded by the sentence encoder once.
+mean ± sample std over seeds. The frozen LM runs under bfloat16 autocast
+(`--lm-precision`, default bfloat16: ~2x faster on the 2-core CPU); runs of the two
+precisions are never mixed in a row, and the float32 rows, where recorded, are reported
+beside as a check that the faster arithmetic does not move the numbers.
+
+Runs go to runs/step-ablations/<row>-<precision>-s<seed>; an interrupted one resumes from
+its checkpoint. Each finished run's test metrics are recorded in
+benchmarks/results/step_ablations.json at once, and a run recorded there is not run again,
+so the sweep can be stopped and continued later, on another checkout too. All runs share
+one process, so each context is encoded by the sentence encoder once.
 
     python benchmarks/step_ablations.py [--seeds 0 1] [--rows full no-curriculum ...]
-    python benchmarks/step_ablations.py --report-only    # the table from finished runs
+    python benchmarks/step_ablations.py --report-only    # the tables from recorded runs
 
 Writes benchmarks/results/step_ablations.{md,json}.
 """
@@ -34,22 +41,19 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "prefix-8": ("prefix 8", ["model.n_prefix_rec=8"]),
     "prefix-16": ("prefix 16", ["model.n_prefix_rec=16"]),
 }
+PRECISIONS = ("bfloat16", "float32")
 METRICS = ("recall@1", "recall@10", "recall@50", "ndcg@10", "mrr@10")
 RESULTS = Path("benchmarks/results")
+RECORD = RESULTS / "step_ablations.json"
 
 
-def run_one(row: str, seed: int, data_dir: str, root: Path) -> dict:
-    run_dir = root / f"{row}-s{seed}"
-    metrics_path = run_dir / "metrics.json"
-    if metrics_path.is_file() and "test" in json.loads(metrics_path.read_text()):
-        return json.loads(metrics_path.read_text())
-    overrides = ["model.conversation=false", f"seed={seed}", *ROWS[row][1]]
-    config = resolve_config("step", "inspired", data_dir, overrides=overrides)
-    resume = (run_dir / "checkpoints" / "last.pt").is_file()
-    started = time.perf_counter()
-    metrics = train(config, run_dir, resume=resume, progress=False)
-    print(f"{row} seed {seed}: {time.perf_counter() - started:.0f} s", flush=True)
-    return metrics
+def load_record() -> list[dict]:
+    """Finished runs: row, seed, lm_precision, test metrics per protocol, train minutes."""
+    return json.loads(RECORD.read_text())["runs"] if RECORD.is_file() else []
+
+
+def recorded(runs: list[dict], row: str, seed: int, precision: str) -> bool:
+    return any((r["row"], r["seed"], r["lm_precision"]) == (row, seed, precision) for r in runs)
 
 
 def test_metrics(metrics: dict, protocol: str) -> dict[str, float]:
@@ -59,53 +63,78 @@ def test_metrics(metrics: dict, protocol: str) -> dict[str, float]:
     raise KeyError(f"{metrics.get('run')}: no step result under {protocol}")
 
 
+def run_one(row: str, seed: int, precision: str, data_dir: str, root: Path) -> None:
+    if recorded(load_record(), row, seed, precision):
+        return
+    run_dir = root / f"{row}-{precision}-s{seed}"
+    metrics_path = run_dir / "metrics.json"
+    if metrics_path.is_file() and "test" in json.loads(metrics_path.read_text()):
+        metrics = json.loads(metrics_path.read_text())
+    else:
+        overrides = [
+            "model.conversation=false",
+            f"model.lm_precision={precision}",
+            f"seed={seed}",
+            *ROWS[row][1],
+        ]
+        config = resolve_config("step", "inspired", data_dir, overrides=overrides)
+        resume = (run_dir / "checkpoints" / "last.pt").is_file()
+        started = time.perf_counter()
+        metrics = train(config, run_dir, resume=resume, progress=False)
+        print(f"{row} {precision} seed {seed}: {time.perf_counter() - started:.0f} s", flush=True)
+    runs = load_record()  # re-read: another sweep process may have recorded a run meanwhile
+    runs.append(
+        {
+            "row": row,
+            "seed": seed,
+            "lm_precision": precision,
+            "standard": test_metrics(metrics, "standard"),
+            "strict": test_metrics(metrics, "strict"),
+            # the epochs' training time from the history: right for resumed runs too
+            "train_minutes": round(sum(h["train_seconds"] for h in metrics["history"]) / 60, 2),
+        }
+    )
+    RECORD.write_text(json.dumps({"runs": runs}, indent=2) + "\n")
+
+
 def summary(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.3f}"
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
-def report(root: Path, seeds: list[int]) -> str:
+def table(runs: list[dict], precision: str) -> list[str]:
+    lines = [
+        "| variant | seeds | R@1 | R@10 | R@50 | NDCG@10 | MRR@10 | strict R@10 | strict R@50 "
+        "| epoch train min |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row, (label, _) in ROWS.items():
+        rows = sorted(
+            (r for r in runs if r["row"] == row and r["lm_precision"] == precision),
+            key=lambda r: r["seed"],
+        )
+        if not rows:
+            continue
+        cells = [summary([r["standard"][k] for r in rows]) for k in METRICS]
+        cells += [summary([r["strict"][k] for r in rows]) for k in ("recall@10", "recall@50")]
+        minutes = statistics.mean(r["train_minutes"] for r in rows)
+        seeds = ",".join(str(r["seed"]) for r in rows)
+        lines.append(f"| {label} | {seeds} | " + " | ".join(cells) + f" | {minutes:.0f} |")
+    return lines
+
+
+def report() -> str:
+    runs = load_record()
     lines = [
         "# STEP ablations on INSPIRED (test; recommendation-only runs, mean ± std over seeds)",
         "",
         "Epoch train min: the training epochs' wall time (no validation or test), under "
         "whatever else the 2-core machine ran at the time (some runs shared it).",
-        "",
-        "| variant | seeds | R@1 | R@10 | R@50 | NDCG@10 | MRR@10 | strict R@10 | strict R@50 "
-        "| epoch train min |",
-        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    table = {}
-    for row, (label, overrides) in ROWS.items():
-        runs = []
-        for seed in seeds:
-            path = root / f"{row}-s{seed}" / "metrics.json"
-            if path.is_file() and "test" in (stored := json.loads(path.read_text())):
-                runs.append(stored)
-        if not runs:
-            continue
-        standard = [test_metrics(m, "standard") for m in runs]
-        strict = [test_metrics(m, "strict") for m in runs]
-        # the epochs' training time from the history: right for resumed runs too
-        minutes = [sum(h["train_seconds"] for h in m["history"]) / 60 for m in runs]
-        cells = [summary([s[k] for s in standard]) for k in METRICS]
-        cells += [summary([s[k] for s in strict]) for k in ("recall@10", "recall@50")]
-        used = [m["seed"] for m in runs]
-        lines.append(
-            f"| {label} | {','.join(map(str, used))} | "
-            + " | ".join(cells)
-            + f" | {statistics.mean(minutes):.0f} |"
-        )
-        table[row] = {
-            "label": label,
-            "overrides": overrides,
-            "seeds": used,
-            "standard": standard,
-            "strict": strict,
-            "train_minutes": minutes,
-        }
-    (RESULTS / "step_ablations.json").write_text(json.dumps(table, indent=2) + "\n")
+    for precision in PRECISIONS:
+        if any(r["lm_precision"] == precision for r in runs):
+            lines += ["", f"Frozen LM in {precision}:", "", *table(runs, precision)]
     text = "\n".join(lines) + "\n"
     (RESULTS / "step_ablations.md").write_text(text)
     return text
@@ -117,14 +146,15 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=Path("runs/step-ablations"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
+    parser.add_argument("--lm-precision", choices=PRECISIONS, default="bfloat16")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
     if not args.report_only:
-        for seed in args.seeds:  # every row's first seed before any second seed
-            for row in args.rows:
-                run_one(row, seed, args.data_dir, args.runs)
-                print(report(args.runs, args.seeds), flush=True)
-    print(report(args.runs, args.seeds))
+        for row in args.rows:  # a row's seeds together: finished rows are complete rows
+            for seed in args.seeds:
+                run_one(row, seed, args.lm_precision, args.data_dir, args.runs)
+                print(report(), flush=True)
+    print(report())
 
 
 if __name__ == "__main__":

@@ -166,3 +166,23 @@ def test_task_prefix_is_shared_across_the_batch() -> None:
     prefix = TaskPrefix(4, 8)
     out = prefix(3)
     assert out.shape == (3, 4, 8) and torch.equal(out[0], out[2])
+
+
+def test_bfloat16_lm_tracks_float32_and_trains_the_prompt() -> None:
+    exact, fast = PrefixLM(tiny_lm()), PrefixLM(tiny_lm(), precision="bfloat16")
+    projection, prompt = kv_prefix()
+    prompt.requires_grad_(True)
+    embeds = torch.randn(2, 2, 32)
+    prefix = Prefix(projection(prompt), embeds=embeds)
+    states = fast.hidden_states(IDS, MASK, prefix)
+    assert states.dtype == torch.float32  # prompt-side code never sees bfloat16
+    with torch.no_grad():
+        reference = exact.hidden_states(IDS, MASK, prefix)
+    assert not torch.equal(states, reference)  # it did run in lower precision
+    torch.testing.assert_close(states, reference, atol=0.1, rtol=0.05)
+    fast.logits(states[:, -1]).sum().backward()
+    assert prompt.grad is not None and prompt.grad.abs().sum() > 0
+    assert all(p.grad is None for p in fast.lm.parameters())
+    with torch.no_grad():
+        out = fast.generate(IDS, MASK, prefix, max_new_tokens=4, eos_token_id=100, pad_token_id=0)
+    assert out.shape == (2, 4) and out.dtype == torch.long

@@ -15,10 +15,15 @@ The pieces that UniCRS, STEP and MSCRS share (specs/prompt-core.md):
   reusing the cache, so the prefix and context are encoded once per response.
 
 The LM is never modified: its weights stay frozen and only prompt-side modules train.
+With `precision="bfloat16"` its forward (and the backward to the prompts) runs under CPU/CUDA
+autocast and hands float32 states back: on the 2-core CPU a compact GPT-2 prefix step is
+~2.3x faster (benchmarks/results/step_ablations.md compares whole runs); prompt-side modules
+stay in float32.
 """
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Literal
 
@@ -30,6 +35,7 @@ from transformers.generation.logits_process import NoRepeatNGramLogitsProcessor
 from convrec.graph.encoders import ResidualMLP
 
 KeyValues = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: [B, heads, P, head_dim] x 2
+LMPrecision = Literal["float32", "bfloat16"]
 
 
 class TokenProjection(nn.Module):
@@ -127,9 +133,10 @@ def lm_shape(lm: PreTrainedModel) -> tuple[int, int, int]:
 class PrefixLM(nn.Module):
     """A frozen causal LM run after a prefix. Inputs are left-padded token ids + mask."""
 
-    def __init__(self, lm: PreTrainedModel) -> None:
+    def __init__(self, lm: PreTrainedModel, precision: LMPrecision = "float32") -> None:
         super().__init__()
         self.lm = lm
+        self.precision = precision
         self.n_layer, self.n_head, self.hidden = lm_shape(lm)
         config = lm.config
         self.max_positions = int(
@@ -137,6 +144,11 @@ class PrefixLM(nn.Module):
             or getattr(config, "max_position_embeddings", 0)
             or 1 << 30
         )
+
+    def _autocast(self, device: torch.device) -> AbstractContextManager:
+        if self.precision == "float32":
+            return nullcontext()
+        return torch.autocast(device.type, dtype=torch.bfloat16)
 
     def _inputs(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prefix: Prefix
@@ -146,8 +158,10 @@ class PrefixLM(nn.Module):
         masks, kwargs = [], {}
         if prefix.key_values is not None:
             cache = DynamicCache()
+            # The cache concatenates the prefix with the tokens' keys: one dtype for both.
+            dtype = torch.bfloat16 if self.precision == "bfloat16" else None
             for layer, (key, value) in enumerate(prefix.key_values):
-                cache.update(key, value, layer)
+                cache.update(key.to(dtype), value.to(dtype), layer)
             kwargs["past_key_values"] = cache
             kv_mask = prefix.kv_mask
             if kv_mask is None:
@@ -182,11 +196,14 @@ class PrefixLM(nn.Module):
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prefix: Prefix
     ) -> torch.Tensor:
         """Last-layer states of the real (and embedding-prefix) positions [B, Pe + T, H]."""
-        kwargs = self._inputs(input_ids, attention_mask, prefix)
-        return self.lm.base_model(**kwargs).last_hidden_state
+        with self._autocast(input_ids.device):
+            kwargs = self._inputs(input_ids, attention_mask, prefix)
+            states = self.lm.base_model(**kwargs).last_hidden_state
+        return states.float()
 
     def logits(self, states: torch.Tensor) -> torch.Tensor:
-        return self.lm.get_output_embeddings()(states)
+        with self._autocast(states.device):
+            return self.lm.get_output_embeddings()(states).float()
 
     @torch.no_grad()
     def generate(
@@ -205,6 +222,28 @@ class PrefixLM(nn.Module):
         The prefix and the context are encoded once; each new token is one cached step.
         Repeated n-grams are banned over context + response, as `generate` does.
         """
+        with self._autocast(input_ids.device):
+            return self._generate(
+                input_ids,
+                attention_mask,
+                prefix,
+                max_new_tokens=max_new_tokens,
+                eos_token_id=eos_token_id,
+                pad_token_id=pad_token_id,
+                no_repeat_ngram_size=no_repeat_ngram_size,
+            )
+
+    def _generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        prefix: Prefix,
+        *,
+        max_new_tokens: int,
+        eos_token_id: int,
+        pad_token_id: int,
+        no_repeat_ngram_size: int,
+    ) -> torch.Tensor:
         kwargs = self._inputs(input_ids, attention_mask, prefix)
         full_mask = kwargs["attention_mask"]
         positions = kwargs["position_ids"][:, -1]
@@ -215,7 +254,7 @@ class PrefixLM(nn.Module):
         )
         history = input_ids
         done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        logits = output.logits[:, -1]
+        logits = output.logits[:, -1].float()
         generated = []
         for _ in range(max_new_tokens):
             if no_repeat is not None:
@@ -236,7 +275,7 @@ class PrefixLM(nn.Module):
                 use_cache=True,
             )
             cache = output.past_key_values
-            logits = output.logits[:, -1]
+            logits = output.logits[:, -1].float()
         if not generated:
             return input_ids.new_zeros(input_ids.shape[0], 0)
         return torch.stack(generated, dim=1)

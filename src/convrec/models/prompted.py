@@ -43,7 +43,7 @@ from convrec.models.base import (
     keep_out_of_checkpoints,
     move_to,
 )
-from convrec.prompts import Prefix, PrefixLM, lm_shape
+from convrec.prompts import LMPrecision, Prefix, PrefixLM, lm_shape
 from convrec.text.dialogue import render_context, render_turn, speaker_prefix
 from convrec.text.encoder import DEFAULT_ENCODER, SentenceEncoder
 from convrec.text.lm import PRETRAINED_LM, LMPretrainConfig, freeze, load_causal_lm
@@ -63,6 +63,11 @@ class PromptedLMConfig(ModelConfig):
     )
     compact_lm: LMPretrainConfig = Field(
         default_factory=LMPretrainConfig, description="how the 'pretrained' LM is made"
+    )
+    lm_precision: LMPrecision = Field(
+        "float32",
+        description="the frozen LM's compute: float32, or bfloat16 autocast (~2.3x faster on "
+        "CPU; prompts and losses stay float32)",
     )
     text_encoder: str = Field(DEFAULT_ENCODER, description="sentence encoder of the context")
     entity_dim: int | None = Field(
@@ -106,7 +111,7 @@ class PromptedLM(ConvRecModel):
                 f"{self.name} directly, pass the directory that `convrec lm pretrain` printed"
             )
         lm, tokenizer = load_causal_lm(config.lm)
-        self.backbone = PrefixLM(freeze(lm))
+        self.backbone = PrefixLM(freeze(lm), config.lm_precision)
         tokenizer.padding_side = "left"
         self.tokenizer = tokenizer
         self.encoder = SentenceEncoder(
