@@ -223,31 +223,10 @@ class PrefixLM(nn.Module):
         Repeated n-grams are banned over context + response, as `generate` does.
         """
         with self._autocast(input_ids.device):
-            return self._generate(
-                input_ids,
-                attention_mask,
-                prefix,
-                max_new_tokens=max_new_tokens,
-                eos_token_id=eos_token_id,
-                pad_token_id=pad_token_id,
-                no_repeat_ngram_size=no_repeat_ngram_size,
-            )
-
-    def _generate(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        prefix: Prefix,
-        *,
-        max_new_tokens: int,
-        eos_token_id: int,
-        pad_token_id: int,
-        no_repeat_ngram_size: int,
-    ) -> torch.Tensor:
-        kwargs = self._inputs(input_ids, attention_mask, prefix)
+            kwargs = self._inputs(input_ids, attention_mask, prefix)
+            output = self.lm(**kwargs)
         full_mask = kwargs["attention_mask"]
         positions = kwargs["position_ids"][:, -1]
-        output = self.lm(**kwargs)
         cache = output.past_key_values
         no_repeat = (
             NoRepeatNGramLogitsProcessor(no_repeat_ngram_size) if no_repeat_ngram_size else None
@@ -267,13 +246,14 @@ class PrefixLM(nn.Module):
             history = torch.cat([history, token[:, None]], dim=1)
             full_mask = torch.cat([full_mask, full_mask.new_ones(len(token), 1)], dim=1)
             positions = positions + 1
-            output = self.lm(
-                input_ids=token[:, None],
-                attention_mask=full_mask,
-                position_ids=positions[:, None],
-                past_key_values=cache,
-                use_cache=True,
-            )
+            with self._autocast(input_ids.device):
+                output = self.lm(
+                    input_ids=token[:, None],
+                    attention_mask=full_mask,
+                    position_ids=positions[:, None],
+                    past_key_values=cache,
+                    use_cache=True,
+                )
             cache = output.past_key_values
             logits = output.logits[:, -1].float()
         if not generated:
