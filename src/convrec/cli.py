@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -16,9 +17,9 @@ from rich.console import Console
 from rich.table import Table
 
 from convrec.data.datasets import READERS, load_dataset
-from convrec.data.errors import DataFormatError
 from convrec.data.schema import ConversationDataset
 from convrec.data.stats import StatsTable, dataset_stats
+from convrec.serving.terminal import terminal_safe
 
 # Model and training imports (torch-geometric, sentence-transformers) take seconds; the
 # commands that need them import them, so `convrec data ...` stays quick.
@@ -38,14 +39,36 @@ console = Console()
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Bad input ends the command with one clear line, not a traceback."""
+    """Bad input ends the command with one clear line (`error: <file>: <what>`), exit 2."""
     try:
         yield
-    # ConfigError is a ValueError; a missing model or data file is a FileNotFoundError
-    except (DataFormatError, KeyError, ValueError, FileNotFoundError) as e:
-        message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        typer.echo(f"error: {message}", err=True)  # plain: no wrapping, no markup
+    # ConfigError and DataFormatError are ValueErrors; FileWriteError (a full disk) and
+    # a missing model or data file are OSErrors
+    except (KeyError, ValueError, OSError) as e:
+        typer.echo(f"error: {error_line(e)}", err=True)  # plain: no wrapping, no markup
         raise typer.Exit(code=2) from None
+
+
+def error_line(error: BaseException) -> str:
+    if isinstance(error, KeyError) and error.args:
+        return str(error.args[0])
+    if isinstance(error, OSError) and error.filename and error.strerror:
+        return f"{error.filename}: {error.strerror}"
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+class _WarningsToStderr(logging.Handler):
+    """Warnings of the library (an empty split file, ...) reach the terminal as one line."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        typer.echo(f"warning: {terminal_safe(record.getMessage())}", err=True)
+
+
+@app.callback()
+def main() -> None:
+    root = logging.getLogger("convrec")
+    if not any(isinstance(h, _WarningsToStderr) for h in root.handlers):
+        root.addHandler(_WarningsToStderr(level=logging.WARNING))
 
 
 def print_table(table: StatsTable) -> None:
@@ -177,6 +200,9 @@ def train(
     resume: Annotated[
         Path | None, typer.Option("--resume", help="Continue the run in this directory.")
     ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace the run already in --run-dir.")
+    ] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Train a model and evaluate it on the test split (every protocol of its task)."""
@@ -187,7 +213,7 @@ def train(
 
     with user_errors():
         if resume is not None:
-            if model or dataset or overrides or config_file:
+            if model or dataset or overrides or config_file or run_dir or overwrite:
                 raise ValueError("--resume takes the run's saved config; give no other settings")
             config = RunConfig.load(resume / "config.yaml")
             directory = resume
@@ -201,7 +227,14 @@ def train(
         dist = init_distributed()
         try:
             directory = dist.broadcast(directory or new_run_dir(config))
-            train_run(config, directory, resume=resume is not None, progress=progress, dist=dist)
+            train_run(
+                config,
+                directory,
+                resume=resume is not None,
+                overwrite=overwrite,
+                progress=progress,
+                dist=dist,
+            )
         finally:
             shutdown_distributed(dist)
     if dist.is_main:
@@ -240,6 +273,7 @@ def compare(
     ] = None,
 ) -> None:
     """Several runs' test results in one table per dataset and protocol."""
+    from convrec.data.files import write_atomic
     from convrec.evaluation.report import REFERENCE_ROWS, compare_table
     from convrec.training.run import compare_results
 
@@ -251,8 +285,8 @@ def compare(
             reference_rows=REFERENCE_ROWS,
             aggregate_seeds=aggregate_seeds,
         )
-    if output is not None:
-        output.write_text(table + "\n")
+        if output is not None:
+            write_atomic(output, table + "\n")
     typer.echo(table)
 
 
@@ -287,8 +321,10 @@ def chat(
         session = ChatSession(model, task, top_k=top_k, max_history_turns=max_history_turns)
     synthetic = " (synthetic)" if task.dataset.synthetic else ""
     typer.echo(
-        f"convrec chat: {config.model_name} on {config.dataset}{synthetic}, from {run}. "
-        "/help for commands, /quit to leave."
+        terminal_safe(
+            f"convrec chat: {config.model_name} on {config.dataset}{synthetic}, from {run}. "
+            "/help for commands, /quit to leave."
+        )
     )
     interactive = sys.stdin.isatty()
     while True:
@@ -307,7 +343,7 @@ def chat(
         if not message:
             continue
         if not interactive:  # a transcript of a piped chat shows what was said
-            typer.echo(f"you> {message}")
+            typer.echo(f"you> {terminal_safe(message)}")
         if message.startswith("/"):
             command = message.lower()
             if command in ("/quit", "/exit"):
@@ -318,17 +354,19 @@ def chat(
             elif command == "/help":
                 typer.echo(CHAT_HELP)
             else:
-                typer.echo(f"error: unknown command {message}; /help lists them", err=True)
+                typer.echo(
+                    f"error: unknown command {terminal_safe(message)}; /help lists them", err=True
+                )
             continue
         try:
             reply = session.send(message)
         except ValueError as e:
-            typer.echo(f"error: {e}", err=True)
+            typer.echo(f"error: {terminal_safe(str(e))}", err=True)
             continue
-        typer.echo(f"{config.model_name}> {reply.text}")
+        typer.echo(terminal_safe(f"{config.model_name}> {reply.text}"))
         if reply.items:
             ranked = "  ".join(f"{n}. {title}" for n, (_, title) in enumerate(reply.items, 1))
-            typer.echo(f"  recommends: {ranked}")
+            typer.echo(terminal_safe(f"  recommends: {ranked}"))
 
 
 @app.command()
@@ -337,6 +375,9 @@ def quickstart(
     run_dir: Annotated[
         Path | None, typer.Option("--run-dir", help="Where to put the run (default runs/<id>).")
     ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace the run already in --run-dir.")
+    ] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Offline tour: demo world -> train kbrd -> evaluate -> example recommendations."""
@@ -362,7 +403,7 @@ def quickstart(
         config = resolve_config("kbrd", "demo")
         directory = run_dir or new_run_dir(config)
         console.print(f"\n[bold]Training kbrd[/] on the demo world -> {directory}")
-        train_run(config, directory, progress=progress)
+        train_run(config, directory, overwrite=overwrite, progress=progress)
         _, task, model = load_run(directory)
     typer.echo("\n" + (directory / "report.md").read_text())
 

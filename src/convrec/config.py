@@ -9,6 +9,10 @@ Precedence, lowest first (each layer overrides the ones before it):
 5. `key=value` overrides on the command line, dotted by section: `train.lr=3e-4`,
    `model.embedding_dim=64`, `data.train_turns=all`, `seed=3`.
 
+Per-stage settings (`train.stages.<stage>.epochs`) refine the general ones (`train.epochs`)
+within a layer; a general value set in a higher layer replaces the per-stage values of the
+layers below it, so `train.epochs=1` on the command line means one epoch in every stage.
+
 Every layer is validated against the same classes: an unknown key or a value of the wrong
 type is an error that names the key and what is allowed. The resolved config is saved as
 `config.yaml` in the run directory, and a run can be rebuilt from that file alone.
@@ -23,11 +27,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
+from convrec.data.errors import DataFormatError
+from convrec.data.files import read_text, write_atomic
 from convrec.data.sequences import TrainPositions
 from convrec.models.base import ModelConfig
 from convrec.registry import get_model
+from convrec.settings import Settings
 
 SECTIONS = ("model", "train", "data")
 TOP_LEVEL = ("seed",)
@@ -37,10 +44,8 @@ class ConfigError(ValueError):
     """A configuration key or value is wrong; the message names the key."""
 
 
-class StageSettings(BaseModel):
+class StageSettings(Settings):
     """Per-stage overrides of the `train` settings (unset fields keep the run's value)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     epochs: int | None = Field(None, ge=1, description="maximum epochs of this stage")
     batch_size: int | None = Field(None, ge=1, description="global batch size in this stage")
@@ -51,10 +56,8 @@ class StageSettings(BaseModel):
     max_steps: int | None = Field(None, ge=1, description="optimizer steps cap of this stage")
 
 
-class TrainConfig(BaseModel):
+class TrainConfig(Settings):
     """How the shared trainer optimises every gradient stage of a model."""
-
-    model_config = ConfigDict(extra="forbid")
 
     epochs: int = Field(10, ge=1, description="maximum epochs per stage")
     batch_size: int = Field(64, ge=1, description="global batch size, summed over processes")
@@ -95,14 +98,12 @@ class TrainConfig(BaseModel):
         return self.model_copy(update=overrides.model_dump(exclude_none=True))
 
 
-class DataConfig(BaseModel):
+class DataConfig(Settings):
     """Which samples a run trains on, and options passed to the dataset reader.
 
     `train_turns` applies to dialogue datasets, `max_items` and `train_positions` to
     sequential ones; each kind of task ignores the other's settings.
     """
-
-    model_config = ConfigDict(extra="forbid")
 
     train_turns: Literal["recommender", "all"] = Field(
         "recommender",
@@ -145,19 +146,65 @@ class RunConfig:
         }
 
     def save(self, path: Path) -> None:
-        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        write_atomic(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @classmethod
     def load(cls, path: Path) -> RunConfig:
-        if not path.is_file():
+        if not path.exists():
             raise ConfigError(f"{path}: missing run config (is this a run directory?)")
-        raw = yaml.safe_load(path.read_text())
+        raw = read_yaml(path)
         if not isinstance(raw, dict) or "model_name" not in raw or "dataset" not in raw:
             raise ConfigError(f"{path}: not a convrec run config")
+        for key in ("model_name", "dataset"):
+            if not isinstance(raw[key], str):
+                raise ConfigError(f"{path}: {key}: expected a string (got {raw[key]!r})")
+        data_dir = raw.get("data_dir")
+        if data_dir is not None and not isinstance(data_dir, str):
+            raise ConfigError(f"{path}: data_dir: expected a path or null (got {data_dir!r})")
         sections = {k: raw[k] for k in (*SECTIONS, *TOP_LEVEL) if k in raw}
-        return build_config(
-            raw["model_name"], raw["dataset"], raw.get("data_dir"), [(str(path), sections)]
-        )
+        return build_config(raw["model_name"], raw["dataset"], data_dir, [(str(path), sections)])
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error (plain
+    YAML keeps the last, which silently drops the first setting)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                line = first_line.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:
+                continue  # an unhashable key: the base loader reports it
+            if line != key_node.start_mark.line + 1:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {key!r} (first given on line {line})",
+                    key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: Path) -> Any:
+    """A YAML file's content; unreadable files, bad YAML and repeated keys are ConfigErrors
+    that name the file."""
+    try:
+        text = read_text(path)
+    except DataFormatError as e:
+        raise ConfigError(str(e)) from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a safe loader (SafeLoader + unique keys)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"{path}, line {mark.line + 1}" if mark is not None else str(path)
+        problem = ", ".join(p for p in (e.context, e.problem) if p)
+        raise ConfigError(f"{where}: not valid YAML ({problem})") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
 
 
 def default_config_file(model_name: str) -> Path | None:
@@ -170,12 +217,9 @@ Layer = tuple[str, dict[str, Any]]  # (where it came from, its sections)
 
 def read_config_file(path: Path, dataset: str) -> list[Layer]:
     """The layers a YAML file contributes: its sections, then its `datasets.<dataset>`."""
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    if not path.exists():
+        raise ConfigError(f"{path}: config file not found")
+    raw = read_yaml(path) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections")
     allowed = {*SECTIONS, *TOP_LEVEL, "datasets"}
@@ -251,6 +295,27 @@ def _merge(base: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _drop_overridden_stage_settings(
+    merged: dict[str, Any], layer: dict[str, Any]
+) -> dict[str, Any]:
+    """Forget lower layers' `train.stages.<name>.<key>` for each `train.<key>` that `layer`
+    sets, so that e.g. `train.epochs=1` on the command line beats a stage's `epochs` in the
+    model's YAML; a layer's own stage values still beat its general ones."""
+    train = layer.get("train")
+    stages = merged.get("train", {}).get("stages")
+    if not isinstance(train, dict) or not isinstance(stages, dict):
+        return merged
+    general = set(train) & set(StageSettings.model_fields)
+    if not general:
+        return merged
+    merged = copy.deepcopy(merged)
+    for stage in merged["train"]["stages"].values():
+        if isinstance(stage, dict):
+            for key in general:
+                stage.pop(key, None)
+    return merged
+
+
 def _validate(cls: type[BaseModel], values: dict[str, Any], section: str, source: str) -> Any:
     if not isinstance(values, dict):
         raise ConfigError(f"{source}: section {section!r} must be a mapping")
@@ -283,7 +348,7 @@ def build_config(
     merged: dict[str, Any] = {"model": {}, "train": {}, "data": {}, "seed": 0}
     for layer in layers:
         _check_layer(layer, classes)
-        merged = _merge(merged, layer[1])
+        merged = _merge(_drop_overridden_stage_settings(merged, layer[1]), layer[1])
     source = " + ".join(name for name, _ in layers) or "defaults"
     seed = merged["seed"]
     if not isinstance(seed, int) or isinstance(seed, bool):

@@ -12,13 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
+
+from convrec.settings import Settings
 
 
-class CurriculumConfig(BaseModel):
+class CurriculumConfig(Settings):
     """Schedule and weights of STEP's four alignment losses."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(validate_assignment=True)
 
     mode: Literal["stages", "ramp", "none"] = Field(
         "stages",

@@ -34,6 +34,16 @@ class DataFormatError(ValueError):
 
 def require_file(path: Path, what: str) -> Path:
     """Return `path` if it is a file, else fail with a message saying what it should hold."""
+    if path.is_dir():
+        raise DataFormatError(path, f"is a directory, expected a file ({what})")
     if not path.is_file():
         raise DataFormatError(path, f"missing required file ({what})")
     return path
+
+
+def optional_file(path: Path, what: str) -> Path | None:
+    """`path` if it is a file, None if nothing is there; a directory in its place is an error
+    (it is never silently skipped)."""
+    if not path.exists() and not path.is_symlink():
+        return None
+    return require_file(path, what)

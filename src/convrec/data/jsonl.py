@@ -8,18 +8,16 @@ from pathlib import Path
 from typing import Any
 
 from convrec.data.errors import DataFormatError
+from convrec.data.files import open_input
 
 
 def read_json(path: Path, expected: type) -> Any:
     """Parse a whole-file JSON document and check its top-level type."""
     try:
-        with path.open(encoding="utf-8") as f:
+        with open_input(path) as f:
             value = json.load(f)
-    except FileNotFoundError:
-        raise DataFormatError(path, "missing required file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        line = getattr(e, "lineno", None)
-        raise DataFormatError(path, f"malformed JSON ({e})", line=line) from None
+    except json.JSONDecodeError as e:
+        raise DataFormatError(path, f"malformed JSON ({e.msg})", line=e.lineno) from None
     if not isinstance(value, expected):
         raise DataFormatError(
             path, f"expected a JSON {expected.__name__}, found {type(value).__name__}"
@@ -29,23 +27,16 @@ def read_json(path: Path, expected: type) -> Any:
 
 def iter_json_lines(path: Path) -> Iterator[tuple[int, Any]]:
     """Yield (1-based line number, parsed value) for each non-blank line."""
-    try:
-        f = path.open(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataFormatError(path, "missing required file") from None
-    with f:
-        try:
-            for number, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    yield number, json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataFormatError(
-                        path, f"malformed JSON line ({e.msg} at column {e.colno})", line=number
-                    ) from None
-        except UnicodeDecodeError as e:
-            raise DataFormatError(path, f"not UTF-8 text ({e})") from None
+    with open_input(path) as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield number, json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataFormatError(
+                    path, f"malformed JSON line ({e.msg} at column {e.colno})", line=number
+                ) from None
 
 
 def get_field(
@@ -56,11 +47,7 @@ def get_field(
     `where` says which object inside the line is meant (e.g. "turn 3"), so the message
     reads "train.jsonl, line 12, turn 3.text: missing field (expected a string)".
     """
-    names = {str: "a string", list: "a list", dict: "an object", int: "an integer"}
-    if isinstance(expected, tuple):
-        wanted = " or ".join(names.get(t, t.__name__) for t in expected)
-    else:
-        wanted = names.get(expected, expected.__name__)
+    wanted = _describe(expected)
     if not isinstance(obj, dict):
         raise DataFormatError(
             path, f"expected an object, found {type(obj).__name__}", line=line, key=where
@@ -70,11 +57,46 @@ def get_field(
             path, f"missing field (expected {wanted})", line=line, key=f"{where}.{key}"
         )
     value = obj[key]
+    _check_type(value, expected, path=path, line=line, key=f"{where}.{key}")
+    return value
+
+
+def get_list(
+    obj: Any,
+    key: str,
+    item: type | tuple[type, ...],
+    *,
+    path: Path,
+    line: int,
+    where: str,
+    required: bool = True,
+) -> list[Any]:
+    """`obj[key]` checked to be a list whose every element has type `item`; an optional
+    field that is absent is an empty list."""
+    if not required and isinstance(obj, dict) and key not in obj:
+        return []
+    values = get_field(obj, key, list, path=path, line=line, where=where)
+    for k, value in enumerate(values):
+        _check_type(value, item, path=path, line=line, key=f"{where}.{key}[{k}]")
+    return values
+
+
+_NAMES = {str: "a string", list: "a list", dict: "an object", int: "an integer"}
+
+
+def _describe(expected: type | tuple[type, ...]) -> str:
+    if isinstance(expected, tuple):
+        return " or ".join(_NAMES.get(t, t.__name__) for t in expected)
+    return _NAMES.get(expected, expected.__name__)
+
+
+def _check_type(
+    value: Any, expected: type | tuple[type, ...], *, path: Path, line: int, key: str
+) -> None:
     if not isinstance(value, expected) or isinstance(value, bool):
         raise DataFormatError(
             path,
-            f"expected {wanted}, found {type(value).__name__} {value!r:.60}",
+            f"expected {_describe(expected)}, found {type(value).__name__} {value!r:.60}",
             line=line,
-            key=f"{where}.{key}",
+            key=key,
         )
-    return value

@@ -32,6 +32,7 @@ from typing import Literal, get_args
 import numpy as np
 
 from convrec.data.errors import DataFormatError
+from convrec.data.files import read_bytes
 
 FieldType = Literal["token", "token_seq", "float", "float_seq"]
 FIELD_TYPES: tuple[str, ...] = get_args(FieldType)
@@ -111,11 +112,7 @@ def read_atomic(path: str | Path, columns: Collection[str] | None = None) -> Ato
 
 def _read_bytes(path: Path) -> bytes:
     """The file's bytes with a UTF-8 BOM, CRLF line ends and one final newline removed."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DataFormatError(path, "missing required file") from None
-    data = data.removeprefix(codecs.BOM_UTF8)
+    data = read_bytes(path).removeprefix(codecs.BOM_UTF8)
     if b"\r" in data:
         data = data.replace(b"\r\n", b"\n")
     return data.removesuffix(b"\n")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from convrec.data.errors import DataFormatError
+from convrec.data.files import open_input
 
 PLAIN_GLOBALS: frozenset[tuple[str, str]] = frozenset(
     {
@@ -52,10 +53,10 @@ class _AllowListUnpickler(pickle.Unpickler):
 def load_restricted(path: Path, allowed: frozenset[tuple[str, str]]) -> Any:
     """Unpickle `path`, admitting only the (module, name) globals in `allowed`."""
     try:
-        with path.open("rb") as f:
+        with open_input(path, binary=True) as f:
             return _AllowListUnpickler(f, allowed).load()
-    except FileNotFoundError:
-        raise DataFormatError(path, "missing required file") from None
+    except DataFormatError:
+        raise
     except UnsafePickleError as e:
         raise DataFormatError(
             path, f"unsafe pickle: {e} (only builtin containers, ints and strings are allowed)"

@@ -23,6 +23,12 @@ READER_COUNTS: tuple[tuple[str, str], ...] = (
     ("item links dropped (not in KG / catalogue)", "dropped_item_links"),
     ("entity links dropped (not in KG)", "dropped_entity_links"),
 )
+# What the sequential (RecBole) reader dropped or merged; reported even when zero.
+SEQUENTIAL_READER_COUNTS: tuple[tuple[str, str], ...] = (
+    ("item links dropped (item in neither .item nor .inter)", "links_skipped_unknown_item"),
+    ("duplicate .link rows merged", "duplicate_link_rows"),
+    ("duplicate .kg rows merged", "duplicate_kg_rows"),
+)
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,7 @@ def sequential_stats(dataset: SequentialDataset) -> list[StatsTable]:
         ("KG entities", _fmt(dataset.kg.num_entities)),
         ("KG relations", _fmt(dataset.kg.num_relations)),
         ("KG triples", _fmt(dataset.kg.num_triples)),
+        *((label, _fmt(dataset.counters.get(key, 0))) for label, key in SEQUENTIAL_READER_COUNTS),
     )
     title = f"{dataset.name}: interactions and knowledge graph"
     return [StatsTable(title=title, columns=("", "count"), rows=rows)]

@@ -4,13 +4,13 @@ Built once per run and shared by the model, the trainer and the evaluation, so t
 part uses the same samples and the protocol is stated in one place. The dataset's kind
 decides the task: `RecTask` for dialogues, `SeqTask` for interaction sequences. Both offer
 `kind`, `num_items`, `train`, `protocols`, `eval_samples(split, protocol)`,
-`target_indices(samples)` and `item_counts()`, which is all the trainer, the evaluation and
-the count baselines use.
+`target_indices(samples)`, `item_counts()` and `require_samples(splits)`, which is all the
+trainer, the evaluation and the count baselines use.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import ClassVar, Literal, overload
@@ -21,6 +21,7 @@ from convrec.data.kg import KnowledgeGraph
 from convrec.data.samples import RecSample, TurnSelection, build_rec_samples
 from convrec.data.schema import ConversationDataset, SequentialDataset, TaskKind
 from convrec.data.sequences import (
+    MIN_EVAL_LENGTH,
     LeaveOneOutSplit,
     NextItemSamples,
     SeqSample,
@@ -28,6 +29,11 @@ from convrec.data.sequences import (
     leave_one_out,
     training_samples,
 )
+
+
+class EmptySplitError(ValueError):
+    """A split a run needs has no samples (an empty file, or reader options that leave none)."""
+
 
 Protocol = Literal["standard", "strict"]
 PROTOCOLS: dict[Protocol, str] = {
@@ -78,6 +84,22 @@ class RecTask:
                 self.dataset.dialogues(split), new_items_only=protocol == "strict"
             )
         return self._eval[key]
+
+    def require_samples(self, splits: Iterable[str]) -> None:
+        """Fail now, not after training, when one of `splits` (or one of its protocols)
+        has no samples; a split the dataset lacks is a KeyError naming the ones it has."""
+        for split in splits:
+            dialogues = self.dataset.dialogues(split)
+            if split == "train":
+                counts = {f"training ({self.train_turns} turns)": len(self.train)}
+            else:
+                counts = {f"{p} protocol": len(self.eval_samples(split, p)) for p in PROTOCOLS}
+            for what, count in counts.items():
+                if not count:
+                    raise EmptySplitError(
+                        f"dataset {self.dataset.name!r}: the {split} split has no samples "
+                        f"for {what} ({len(dialogues)} dialogues)"
+                    )
 
     def target_indices(self, samples: list[RecSample]) -> np.ndarray:
         """Catalogue positions of the samples' targets."""
@@ -188,6 +210,21 @@ class SeqTask:
             raise KeyError(f"no evaluation split {split!r}; sequential tasks have valid, test")
         samples: NextItemSamples = getattr(self.split, split)
         return samples.last(self.max_items)
+
+    def require_samples(self, splits: Iterable[str]) -> None:
+        """Fail now, not after training, when one of `splits` has no samples."""
+        for split in splits:
+            if split == "train":
+                count = len(self.train)
+                what = "training samples"
+            else:
+                count = len(self.eval_samples(split))
+                what = f"samples (only users with {MIN_EVAL_LENGTH}+ interactions are evaluated)"
+            if not count:
+                raise EmptySplitError(
+                    f"dataset {self.dataset.name!r}: the {split} split has no {what}; "
+                    f"{self.dataset.num_users} users, {self.dataset.num_interactions} interactions"
+                )
 
     def target_indices(self, samples: Sequence[SeqSample]) -> np.ndarray:
         """Catalogue positions (= item ids) of the samples' targets."""

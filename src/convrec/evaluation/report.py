@@ -224,6 +224,8 @@ def to_json(result: RecommendationResult) -> dict[str, Any]:
 
 def from_json(data: Mapping[str, Any]) -> RecommendationResult:
     """Inverse of `to_json`; refuses dicts written in another format."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"expected a {FORMAT} record (an object), found {type(data).__name__}")
     if data.get("format") != FORMAT:
         raise ValueError(f"not a {FORMAT} record (format: {data.get('format')!r})")
     try:
@@ -246,7 +248,7 @@ def from_json(data: Mapping[str, Any]) -> RecommendationResult:
             conventions=str(data["conventions"]),
             dataset_fingerprint=data.get("dataset_fingerprint"),
         )
-    except (KeyError, TypeError) as error:
+    except (AttributeError, KeyError, TypeError, ValueError) as error:
         raise ValueError(f"malformed {FORMAT} record: {error!r}") from None
 
 

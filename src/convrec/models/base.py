@@ -18,12 +18,13 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 from torch import nn
 
 from convrec.data.samples import ConvSample, RecSample
 from convrec.data.schema import TaskKind
 from convrec.data.tasks import RecTask
+from convrec.settings import Settings
 
 Batch = dict[str, Any]
 
@@ -33,10 +34,10 @@ def move_to(batch: Batch, device: torch.device) -> Batch:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
-class ModelConfig(BaseModel):
+class ModelConfig(Settings):
     """Base of every model's typed config: unknown keys are errors, values are validated."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(validate_assignment=True)
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,11 @@ class ConvRecModel(nn.Module):
     def stages(self) -> list[Stage]:
         """The gradient stages, in order (default: none; e.g. count-based baselines)."""
         return []
+
+    @classmethod
+    def has_stages(cls) -> bool:
+        """Whether the model trains by gradient (and so selects epochs on validation)."""
+        return cls.stages is not ConvRecModel.stages
 
     def collate(self, samples: Sequence[RecSample | ConvSample]) -> Batch:
         """A batch from the samples' contexts (turns, entities); targets are not read."""

@@ -65,7 +65,7 @@ from typing import ClassVar, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 from transformers import PreTrainedTokenizerBase, T5Config, T5ForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutput
@@ -85,6 +85,7 @@ from convrec.graph.knowledge_tree import (
 )
 from convrec.models.base import Batch, ConvRecModel, ModelConfig, Stage
 from convrec.registry import register_model
+from convrec.settings import Settings
 from convrec.text.lm import load_local_model
 from convrec.text.templates import MASK_TOKEN, EntityNaming, mpp_template
 from convrec.text.tokenizer import BUNDLED_BPE, load_tokenizer
@@ -96,10 +97,8 @@ Knowledge = Literal["tree", "full", "none"]
 # -- backbone -------------------------------------------------------------------------------
 
 
-class CompactT5Config(BaseModel):
+class CompactT5Config(Settings):
     """Architecture of the T5 built from a config (the vocabulary comes from the tokenizer)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     d_model: int = Field(128, ge=8, description="hidden size")
     d_ff: int = Field(512, ge=8, description="feed-forward inner size")

@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from torch import nn
 
 from convrec.alignment import (
@@ -50,12 +50,13 @@ from convrec.models.base import Batch, Stage
 from convrec.models.prompted import PromptedLM, PromptedLMConfig, entity_encoder
 from convrec.prompts import Prefix, PrefixProjection, TaskPrefix, TokenProjection
 from convrec.registry import register_model
+from convrec.settings import Settings
 
 
-class AlignmentPhaseWeights(BaseModel):
+class AlignmentPhaseWeights(Settings):
     """How much L_F counts next to each stage's own loss (the released code's values)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(validate_assignment=True)
 
     pretrain: float = Field(0.5, ge=0, description="L_rec + w L_F in prompt pre-training")
     recommend: float = Field(0.2, ge=0, description="L_rec + w L_F in recommendation tuning")

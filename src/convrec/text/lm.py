@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from transformers import (
     AutoModelForCausalLM,
     GPT2Config,
@@ -31,6 +31,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from convrec.settings import Settings
 from convrec.text.tokenizer import load_tokenizer
 
 PRETRAIN_INFO = "convrec_lm.json"  # written next to a checkpoint that convrec pre-trained
@@ -39,10 +40,8 @@ PRETRAIN_INFO = "convrec_lm.json"  # written next to a checkpoint that convrec p
 PRETRAINED_LM = "pretrained"
 
 
-class CompactLMConfig(BaseModel):
+class CompactLMConfig(Settings):
     """Architecture of the compact GPT-2 (the vocabulary comes from the tokenizer)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     n_layer: int = Field(4, ge=1, description="transformer blocks")
     n_embd: int = Field(256, ge=8, description="hidden size")
@@ -51,10 +50,8 @@ class CompactLMConfig(BaseModel):
     dropout: float = Field(0.1, ge=0, lt=1, description="residual, embedding, attention dropout")
 
 
-class LMPretrainConfig(BaseModel):
+class LMPretrainConfig(Settings):
     """How the compact LM is pre-trained (causal LM loss on packed dialogue text)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     architecture: CompactLMConfig = Field(default_factory=CompactLMConfig)
     block_size: int = Field(128, ge=8, description="tokens per packed training sequence")

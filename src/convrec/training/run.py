@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 import time
 from datetime import datetime
 from pathlib import Path
@@ -22,8 +23,11 @@ from typing import Any
 from convrec.config import RunConfig
 from convrec.data.datasets import get_reader
 from convrec.data.datasets.base import Dataset
+from convrec.data.errors import DataFormatError
+from convrec.data.files import write_atomic
+from convrec.data.jsonl import read_json
 from convrec.data.schema import SequentialDataset
-from convrec.data.tasks import RecTask, SeqTask, Task
+from convrec.data.tasks import EmptySplitError, RecTask, SeqTask, Task
 from convrec.evaluation.conversation import conversation_markdown, conversation_metrics
 from convrec.evaluation.recommendation import METRIC_MATRIX, rank_targets, validation_metrics
 from convrec.evaluation.report import (
@@ -37,7 +41,7 @@ from convrec.evaluation.report import (
 from convrec.models.base import ConvRecModel
 from convrec.registry import check_task_kind, get_model, task_kinds
 from convrec.text.lm import PRETRAINED_LM
-from convrec.training.checkpoint import load_checkpoint, save_atomic, seed_everything
+from convrec.training.checkpoint import load_weights, save_atomic, seed_everything
 from convrec.training.distributed import DistContext
 from convrec.training.lm_pretrain import CorpusSource, pretrain_lm
 from convrec.training.trainer import Trainer
@@ -65,10 +69,30 @@ def make_task(dataset: Dataset, config: RunConfig) -> Task:
 
 
 def build_task(config: RunConfig) -> tuple[Task, str]:
-    """The dataset (cached) as a recommendation task, and the data fingerprint."""
+    """The dataset (cached) as a recommendation task, and the data fingerprint.
+
+    Fails here, before anything trains, when the train or test split (or a validation
+    split the dataset has) holds no samples, naming the reader options that were set.
+    """
     check_task_kind(config.model_name, config.dataset)
     reader = get_reader(config.dataset)(config.data_dir, **config.data.options)
-    return make_task(reader.load(), config), reader.cache_key()
+    task = make_task(reader.load(), config)
+    needed = ["train", "valid", "test"]
+    if isinstance(task, RecTask) and "valid" not in task.dataset.splits:
+        if get_model(config.model_name).has_stages():
+            raise EmptySplitError(
+                f"dataset {config.dataset!r} has no validation split (it has "
+                f"{', '.join(task.dataset.splits)}); {config.model_name} selects its weights "
+                "on validation, never on test"
+            )
+        needed.remove("valid")  # a count baseline needs none
+    try:
+        task.require_samples(needed)
+    except EmptySplitError as e:
+        options = ", ".join(f"data.options.{k}={v!r}" for k, v in config.data.options.items())
+        source = f"the settings {options}" if options else f"the files in {config.data_dir}"
+        raise EmptySplitError(f"{e}; check {source}") from None
+    return task, reader.cache_key()
 
 
 def resolve_backbones(config: RunConfig, *, progress: bool = True) -> RunConfig:
@@ -100,24 +124,70 @@ def _log_to(path: Path) -> logging.Handler:
     return handler
 
 
+RUN_FILES = ("config.yaml", "train.log", "metrics.json", "report.md", "model.pt", "checkpoints")
+
+
+class RunExistsError(ValueError):
+    """A new run was asked to write into a directory that holds another run."""
+
+
+def check_new_run_dir(run_dir: Path, *, overwrite: bool = False) -> list[Path]:
+    """The run files in `run_dir` that a new run would replace; refuses unless `overwrite`.
+
+    A finished run is never silently replaced, and an unfinished one can be resumed.
+    """
+    if not run_dir.exists():
+        return []
+    if not run_dir.is_dir():
+        raise RunExistsError(f"{run_dir}: exists and is not a directory")
+    present = [run_dir / name for name in RUN_FILES if (run_dir / name).exists()]
+    if present and not overwrite:
+        if (run_dir / "model.pt").exists():
+            raise RunExistsError(
+                f"{run_dir}: holds a finished run; pass --overwrite to replace it, or choose "
+                "another --run-dir"
+            )
+        raise RunExistsError(
+            f"{run_dir}: holds an unfinished run; continue it with `convrec train --resume "
+            f"{run_dir}`, or pass --overwrite to start again"
+        )
+    return present
+
+
+def _remove(paths: list[Path]) -> None:
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
 def train(
     config: RunConfig,
     run_dir: Path,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
     dist: DistContext | None = None,
 ) -> dict[str, Any]:
-    """Train (or resume) a run and evaluate it on the test split; returns metrics.json."""
+    """Train (or resume) a run and evaluate it on the test split; returns metrics.json.
+
+    A new run refuses a directory holding another run unless `overwrite`; everything that
+    can fail on the data (a missing or empty split) fails before the directory is touched.
+    """
     check_task_kind(config.model_name, config.dataset)  # before the run directory exists
     dist = dist or DistContext()
+    replaced = [] if resume else check_new_run_dir(run_dir, overwrite=overwrite)
+    task, fingerprint = build_task(config)
+    dist.barrier()  # every process has looked at the directory before it changes
     if dist.is_main:
+        _remove(replaced)
         run_dir.mkdir(parents=True, exist_ok=True)
         config.save(run_dir / "config.yaml")
     dist.barrier()
     handler = _log_to(run_dir / "train.log") if dist.is_main else None
     try:
-        task, fingerprint = build_task(config)
         if dist.is_main:  # one process pre-trains a missing LM; the others then find it cached
             resolve_backbones(config, progress=progress)
         dist.barrier()
@@ -159,7 +229,7 @@ def train(
             "history": state.history,
             "step_losses": state.step_losses,
         }
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        write_metrics(run_dir, metrics)
         return evaluate(run_dir, task=task, model=model, progress=progress)
     finally:
         if handler is not None:
@@ -167,14 +237,32 @@ def train(
             handler.close()
 
 
+def read_metrics(run_dir: Path) -> dict[str, Any]:
+    """A run's metrics.json ({} before training has finished), checked to be an object
+    whose `test` (when present) is a list of results; else a DataFormatError naming it."""
+    path = run_dir / "metrics.json"
+    if not path.exists():
+        return {}
+    metrics = read_json(path, dict)
+    test = metrics.get("test")
+    if test is not None and not isinstance(test, list):
+        raise DataFormatError(
+            path, f"expected a list of results, found {type(test).__name__}", key="test"
+        )
+    return metrics
+
+
+def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
+    write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+
+
 def _recorded_backbones(config: RunConfig, run_dir: Path) -> RunConfig:
     """Use the LM directory the run trained with when it is still there (another cache
     directory, or a moved cache, would otherwise mean pre-training it again)."""
-    metrics_path = run_dir / "metrics.json"
-    if getattr(config.model, "lm", None) != PRETRAINED_LM or not metrics_path.is_file():
+    if getattr(config.model, "lm", None) != PRETRAINED_LM:
         return config
-    recorded = json.loads(metrics_path.read_text()).get("lm")
-    if not recorded or not Path(recorded).is_dir():
+    recorded = read_metrics(run_dir).get("lm")
+    if not isinstance(recorded, str) or not Path(recorded).is_dir():
         return config
     return dataclasses.replace(config, model=config.model.model_copy(update={"lm": recorded}))
 
@@ -183,12 +271,12 @@ def load_run(run_dir: Path) -> tuple[RunConfig, Task, ConvRecModel]:
     """Rebuild a trained run's model with its selected weights."""
     config = RunConfig.load(run_dir / "config.yaml")
     weights = run_dir / "model.pt"
-    if not weights.is_file():
+    if not weights.exists():
         raise ValueError(f"{run_dir}: no model.pt (training has not finished; use --resume)")
     task, _ = build_task(config)
     config = _recorded_backbones(config, run_dir)
     model = build_model(config, task)
-    model.load_state_dict(load_checkpoint(weights)["model"])
+    load_weights(model, weights)
     model.eval()
     return config, task, model
 
@@ -238,11 +326,12 @@ def evaluate(
 ) -> dict[str, Any]:
     """Test metrics (every protocol, 95% bootstrap CIs) into metrics.json and report.md."""
     config = RunConfig.load(run_dir / "config.yaml")
+    metrics = read_metrics(run_dir)  # before the model: a broken file is not overwritten
     if task is None or model is None:
         config, task, model = load_run(run_dir)
-    metrics_path = run_dir / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
     fingerprint = metrics.get("data_fingerprint")
+    if not isinstance(fingerprint, str):
+        fingerprint = None
     results = test_results(model, config.model_name, task, config, fingerprint)
     results += baseline_results(task, config, fingerprint)
     metrics["test"] = [to_json(r) for r in results]
@@ -257,20 +346,26 @@ def evaluate(
         conversation["seconds"] = round(time.perf_counter() - started, 1)
         metrics["conversation"] = conversation
         report += "\n## Conversation\n\n" + conversation_markdown(config.model_name, conversation)
-    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
-    (run_dir / "report.md").write_text(report)
+    write_metrics(run_dir, metrics)
+    write_atomic(run_dir / "report.md", report)
     return metrics
 
 
 def run_results(run_dir: Path) -> list[RecommendationResult]:
     """The test results stored in a run's metrics.json."""
     path = run_dir / "metrics.json"
-    if not path.is_file():
+    if not path.exists():
         raise ValueError(f"{run_dir}: no metrics.json (not a finished run)")
-    stored = json.loads(path.read_text()).get("test")
+    stored = read_metrics(run_dir).get("test")
     if not stored:
         raise ValueError(f"{run_dir}: metrics.json has no test results; run `convrec evaluate`")
-    return [from_json(r) for r in stored]
+    results = []
+    for k, record in enumerate(stored):
+        try:
+            results.append(from_json(record))
+        except ValueError as e:
+            raise DataFormatError(path, str(e), key=f"test[{k}]") from None
+    return results
 
 
 def compare_results(

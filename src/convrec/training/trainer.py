@@ -27,8 +27,9 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from convrec.config import TrainConfig
+from convrec.data.errors import DataFormatError
 from convrec.models.base import Batch, ConvRecModel, Stage, move_to
-from convrec.training.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
+from convrec.training.checkpoint import load_weights, rng_state, save_atomic, set_rng_state
 from convrec.training.distributed import DistContext
 
 log = logging.getLogger("convrec.train")
@@ -128,10 +129,14 @@ class Trainer:
     def _restore(self) -> dict[str, Any] | None:
         if not self.last_path.is_file():
             return None
-        checkpoint = load_checkpoint(self.last_path)
-        self.model.load_state_dict(checkpoint["model"])  # copies onto the model's device
-        self.state = TrainState(**checkpoint["state"])
-        set_rng_state(checkpoint["rng"])
+        checkpoint = load_weights(self.model, self.last_path)  # onto the model's device
+        try:
+            self.state = TrainState(**checkpoint["state"])
+            set_rng_state(checkpoint["rng"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataFormatError(
+                self.last_path, f"not a complete training checkpoint ({type(e).__name__}: {e})"
+            ) from None
         return checkpoint
 
     # -- the loop -----------------------------------------------------------------------
@@ -202,8 +207,13 @@ class Trainer:
             optimizer, linear_schedule(total_steps, round(config.warmup_ratio * total_steps))
         )
         if resuming_inside:
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            scheduler.load_state_dict(checkpoint["scheduler"])
+            try:
+                optimizer.load_state_dict(checkpoint["optimizer"])
+                scheduler.load_state_dict(checkpoint["scheduler"])
+            except (KeyError, TypeError, ValueError) as e:
+                raise DataFormatError(
+                    self.last_path, f"its optimizer state does not fit stage {stage.name!r} ({e})"
+                ) from None
 
         module: nn.Module = _StageLoss(self.model, stage.loss)
         if self.dist.enabled:
@@ -229,7 +239,7 @@ class Trainer:
         # Leave the stage with its best weights (selected on validation), then record
         # that the stage is over before the best-weights file goes.
         if self.best_path.is_file():
-            self.model.load_state_dict(load_checkpoint(self.best_path)["model"])
+            load_weights(self.model, self.best_path)
         self.state = TrainState(
             stage=state.stage + 1, history=state.history, step_losses=state.step_losses
         )

@@ -7,6 +7,7 @@ cache. Readers register by name so the CLI and configs can refer to them.
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from convrec.data.cache import cached, default_cache_dir, fingerprint
-from convrec.data.errors import DataFormatError
+from convrec.data.errors import DataFormatError, optional_file
 from convrec.data.jsonl import iter_json_lines
 from convrec.data.schema import (
     SPLITS,
@@ -25,6 +26,8 @@ from convrec.data.schema import (
 )
 
 Dataset = ConversationDataset | SequentialDataset
+
+log = logging.getLogger("convrec.data")
 
 
 class DatasetReader(ABC):
@@ -91,11 +94,11 @@ class ConversationReader(DatasetReader):
 
     def split_paths(self) -> dict[str, Path]:
         assert self.data_dir is not None
-        found = {
-            split: self.data_dir / self.split_file.format(split=split)
-            for split in SPLITS
-            if (self.data_dir / self.split_file.format(split=split)).is_file()
-        }
+        found = {}
+        for split in SPLITS:
+            path = optional_file(self.data_dir / self.split_file.format(split=split), "dialogues")
+            if path is not None:
+                found[split] = path
         if not found:
             expected = ", ".join(self.split_file.format(split=s) for s in SPLITS)
             raise DataFormatError(
@@ -118,6 +121,8 @@ class ConversationReader(DatasetReader):
             splits[split] = tuple(
                 parse(split, path, line, raw, counts) for line, raw in iter_json_lines(path)
             )
+            if not splits[split]:
+                log.warning("%s: no dialogues in this file (split %r is empty)", path, split)
             counters[split] = dict(counts)
         return splits, counters
 

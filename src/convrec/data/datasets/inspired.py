@@ -16,7 +16,7 @@ import numpy as np
 
 from convrec.data.datasets.base import ConversationReader, register_reader
 from convrec.data.errors import DataFormatError, require_file
-from convrec.data.jsonl import get_field, read_json
+from convrec.data.jsonl import get_field, get_list, read_json
 from convrec.data.kg import KnowledgeGraph
 from convrec.data.mentions import locate_mentions
 from convrec.data.schema import ConversationDataset, Dialogue, Role, Turn
@@ -72,7 +72,7 @@ def read_subkg(path: Path, num_entities: int, num_relations: int) -> np.ndarray:
 @register_reader
 class InspiredReader(ConversationReader):
     name = "inspired"
-    version = 1
+    version = 2
     description = "INSPIRED in the UniCRS DBpedia format (also reads ReDial in that format)"
     split_file = "{split}_data_dbpedia.jsonl"
 
@@ -142,15 +142,16 @@ class InspiredReader(ConversationReader):
                     line=line,
                     key=f"{where}.role",
                 )
-            movie_links = get_field(turn, "movie_link", list, path=path, line=line, where=where)
-            movie_names = get_field(turn, "movie_name", list, path=path, line=line, where=where)
-            entity_links = get_field(turn, "entity_link", list, path=path, line=line, where=where)
-            movies = turn.get("movie", [])
+            fields = {"path": path, "line": line, "where": where}
+            movie_links = get_list(turn, "movie_link", str, **fields)
+            movie_names = get_list(turn, "movie_name", str, **fields)
+            entity_links = get_list(turn, "entity_link", str, **fields)
+            movies = get_list(turn, "movie", str, required=False, **fields)
 
             items: list[int] = []
             named: list[tuple[str, int]] = []
             for k, uri in enumerate(movie_links):
-                entity = kg.get_entity_id(uri) if isinstance(uri, str) else None
+                entity = kg.get_entity_id(uri)
                 if entity is None or not kg.is_item(entity):
                     counts["dropped_item_links"] += 1
                     if k < len(movie_names):  # its name stays in the text, unmasked
@@ -158,15 +159,15 @@ class InspiredReader(ConversationReader):
                     continue
                 if entity not in items:
                     items.append(entity)
-                if k < len(movie_names) and isinstance(movie_names[k], str):
+                if k < len(movie_names):
                     named.append((movie_names[k], entity))
                 # `movie` is aligned with `movie_link` only when the lengths agree.
-                if len(movies) == len(movie_links) and isinstance(movies[k], str):
+                if len(movies) == len(movie_links):
                     titles.setdefault(entity, " ".join(movies[k].split()))
 
             entities: list[int] = []
             for uri in entity_links:
-                entity = kg.get_entity_id(uri) if isinstance(uri, str) else None
+                entity = kg.get_entity_id(uri)
                 if entity is None:
                     counts["dropped_entity_links"] += 1
                 elif entity not in entities:

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from convrec.data.datasets.base import DatasetReader, register_reader
-from convrec.data.errors import require_file
+from convrec.data.errors import DataFormatError, optional_file, require_file
 from convrec.data.kg import KnowledgeGraph
 from convrec.data.recbole import AtomicFile, read_atomic
 from convrec.data.schema import SequentialDataset
@@ -63,11 +63,17 @@ class RecBoleReader(DatasetReader):
             require_file(self.path("inter"), "RecBole interactions: user_id, item_id, timestamp"),
             require_file(self.path("item"), "RecBole item features: item_id, movie_title"),
         ]
-        return required + [p for p in (self.path("kg"), self.path("link")) if p.is_file()]
+        optional = (
+            optional_file(self.path("kg"), "RecBole KG triples: head_id, relation_id, tail_id"),
+            optional_file(self.path("link"), "RecBole item -> entity links: item_id, entity_id"),
+        )
+        return required + [p for p in optional if p is not None]
 
     def read(self) -> SequentialDataset:
         self.input_files()  # fail early, naming the missing file
         inter = read_atomic(self.path("inter"), ("user_id", "item_id", "timestamp"))
+        if not inter.num_rows:
+            raise DataFormatError(inter.path, "no interactions: the file has a header but no rows")
         item = read_atomic(self.path("item"), ("item_id", "movie_title", "release_year"))
         counters: dict[str, int] = {}
 

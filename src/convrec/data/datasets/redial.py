@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from convrec.data.datasets.base import ConversationReader, register_reader
-from convrec.data.errors import DataFormatError
+from convrec.data.errors import DataFormatError, require_file
+from convrec.data.files import open_input
 from convrec.data.jsonl import get_field
 from convrec.data.kg import KnowledgeGraph
 from convrec.data.safe_pickle import load_plain_pickle
@@ -36,13 +37,7 @@ def _clean_title(title: str) -> str:
 def read_movie_titles(path: Path) -> dict[int, str]:
     """`movies_with_mentions.csv` -> {ReDial movie id: title}."""
     titles: dict[int, str] = {}
-    try:
-        f = path.open(encoding="utf-8", newline="")
-    except FileNotFoundError:
-        raise DataFormatError(
-            path, "missing required file (movieId,movieName,nbMentions)"
-        ) from None
-    with f:
+    with open_input(path, newline="") as f:
         rows = csv.reader(f)
         header = next(rows, None)
         if header is None or [h.strip() for h in header[:2]] != ["movieId", "movieName"]:
@@ -131,7 +126,7 @@ class _KGSFGraph:
 @register_reader
 class RedialReader(ConversationReader):
     name = "redial"
-    version = 1
+    version = 2
     description = "ReDial original format + movies_with_mentions.csv + KGSF KG pickles"
     split_file = "{split}_data.jsonl"
 
@@ -142,11 +137,9 @@ class RedialReader(ConversationReader):
 
     def input_files(self) -> list[Path]:
         assert self.data_dir is not None
-        files = [self.data_dir / "movies_with_mentions.csv"]
-        files += [self.kg_dir() / name for name in KG_FILES]
-        for path in files:
-            if not path.is_file():
-                raise DataFormatError(path, "missing required file")
+        titles = self.data_dir / "movies_with_mentions.csv"
+        files = [require_file(titles, "movieId,movieName,nbMentions")]
+        files += [require_file(self.kg_dir() / name, "a KGSF KG pickle") for name in KG_FILES]
         return [*files, *self.split_paths().values()]
 
     def read(self) -> ConversationDataset:
@@ -184,11 +177,24 @@ class RedialReader(ConversationReader):
         seeker = get_field(raw, "initiatorWorkerId", int, path=path, line=line, where=where)
         recommender = get_field(raw, "respondentWorkerId", int, path=path, line=line, where=where)
         messages = get_field(raw, "messages", list, path=path, line=line, where=where)
-        mentioned = raw.get("movieMentions") or {}
+        mentioned = raw.get("movieMentions")
+        if mentioned is None or mentioned == []:  # ReDial writes [] when nothing is mentioned
+            mentioned = {}
         if not isinstance(mentioned, dict):
             raise DataFormatError(
-                path, "expected an object {movie id: title}", line=line, key="movieMentions"
+                path,
+                f"expected an object {{movie id: title}}, found {type(mentioned).__name__}",
+                line=line,
+                key="movieMentions",
             )
+        for movie, title in mentioned.items():
+            if title is not None and not isinstance(title, str):
+                raise DataFormatError(
+                    path,
+                    f"expected a title (string or null), found {type(title).__name__}",
+                    line=line,
+                    key=f"movieMentions.{movie}",
+                )
 
         counts["utterances"] += len(messages)
         # Consecutive messages of one sender form one turn.
