@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import pickle
 import shutil
 
 import pytest
@@ -41,6 +43,22 @@ def test_a_corrupt_cache_file_is_rebuilt(tmp_path):
     (path,) = (cache / "datasets").glob("inspired-*.pkl")
     path.write_bytes(b"not a pickle")
     assert InspiredReader(root).load(cache_dir=cache).kg.num_items == 1
+
+
+def test_a_cache_file_carrying_code_is_not_run_and_is_rebuilt(tmp_path):
+    root = write_unicrs(tmp_path / "d")
+    cache = tmp_path / "cache"
+    InspiredReader(root).load(cache_dir=cache)
+    (path,) = (cache / "datasets").glob("inspired-*.pkl")
+    marker = tmp_path / "code-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path.write_bytes(pickle.dumps(Payload()))
+    assert InspiredReader(root).load(cache_dir=cache).kg.num_items == 1
+    assert not marker.exists()
 
 
 def test_reader_version_is_part_of_the_key(tmp_path, monkeypatch):

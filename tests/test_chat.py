@@ -270,3 +270,15 @@ def test_chat_cli_without_a_finished_run_is_one_error_line(tmp_path, run_dir) ->
     result = runner.invoke(app, ["chat", "--run", str(unfinished)], input="")
     assert result.exit_code == 2
     assert "no model.pt" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_piped_chat_prints_no_terminal_escape_sequences(run_dir, cache, monkeypatch) -> None:
+    monkeypatch.setenv("CONVREC_CACHE_DIR", str(cache))
+    hostile = "I love \x1b[2J\x1b]0;pwned\x07sci-fi\x1b]52;c;ZXZpbA==\x07 \u202efilms\x9b31m"
+    script = f"{hostile}\n/\x1b[31mnope\n"
+    result = runner.invoke(app, ["chat", "--run", str(run_dir)], input=script)
+    assert result.exit_code == 0, result.output
+    assert "you> I love sci-fi films" in result.stdout
+    assert "unknown command /nope" in result.stderr
+    for control in ("\x1b", "\x07", "\x9b", "\u202e"):
+        assert control not in result.output

@@ -75,3 +75,50 @@ def test_resolved_config_round_trips_through_yaml(tmp_path):
     assert config.train.lr == 3e-4
     config.save(tmp_path / "config.yaml")
     assert RunConfig.load(tmp_path / "config.yaml") == config
+
+
+def test_a_general_setting_beats_the_stage_settings_of_lower_layers(tmp_path):
+    # unicrs.yaml sets per-stage epochs and lr; the command line's train.epochs wins
+    config = resolve_config("unicrs", "demo", overrides=["train.epochs=1"])
+    assert [config.train.for_stage(s).epochs for s in ("pretrain", "recommend")] == [1, 1]
+    assert config.train.for_stage("recommend").lr == 1e-3  # untouched: still the YAML's
+    # within one layer the stage value refines the general one
+    config = resolve_config(
+        "unicrs", "demo", overrides=["train.epochs=1", "train.stages.recommend.epochs=3"]
+    )
+    assert config.train.for_stage("recommend").epochs == 3
+    assert config.train.for_stage("pretrain").epochs == 1
+    user = tmp_path / "user.yaml"
+    user.write_text("train: {lr: 5.0e-4}\n")
+    config = resolve_config("unicrs", "demo", config_file=user)
+    assert {config.train.for_stage(s).lr for s in ("pretrain", "recommend", "converse")} == {5e-4}
+
+
+def test_a_key_given_twice_in_a_yaml_file_is_an_error(tmp_path):
+    user = tmp_path / "user.yaml"
+    user.write_text("train:\n  lr: 0.1\n  epochs: 2\n  lr: 0.2\n")
+    with pytest.raises(ConfigError, match=r"user.yaml, line 4: .*duplicate key 'lr' .*line 2"):
+        resolve_config("popularity", "demo", config_file=user)
+    user.write_text("seed: 1\nseed: 2\n")
+    with pytest.raises(ConfigError, match="duplicate key 'seed'"):
+        resolve_config("popularity", "demo", config_file=user)
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan", "inf"])
+def test_numbers_must_be_finite(value):
+    with pytest.raises(ConfigError, match=r"train.lr: .*finite"):
+        resolve_config("kbrd", "demo", overrides=[f"train.lr={value}"])
+    with pytest.raises(ConfigError, match=r"model.dropout: .*finite"):
+        resolve_config("kbrd", "demo", overrides=[f"model.dropout={value}"])
+
+
+def test_unreadable_config_files_name_the_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"is a directory, expected a file"):
+        resolve_config("popularity", "demo", config_file=tmp_path)
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(b"train:\n  lr: \xff\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml, line 2: not UTF-8"):
+        resolve_config("popularity", "demo", config_file=bad)
+    bad.write_text("train: {lr: 1\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml, line 2: not valid YAML"):
+        resolve_config("popularity", "demo", config_file=bad)

@@ -189,3 +189,31 @@ def test_two_processes_follow_the_single_process_loss_trajectory(tmp_path):
     for a, b in zip(one["test"], two["test"], strict=True):
         for metric, value in a["metrics"].items():
             assert b["metrics"][metric]["mean"] == pytest.approx(value["mean"], abs=0.02)
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ("{test_fraction: 0}", "data.options.test_fraction=0"),
+        ("{num_dialogues: 1}", "data.options.num_dialogues=1"),
+    ],
+)
+def test_a_split_without_samples_fails_before_training(tmp_path, options, named):
+    run = tmp_path / "run"
+    result = runner.invoke(app, [*train_args(run), f"data.options={options}"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: dataset 'demo': the ") and named in result.stderr
+    assert "has no samples under the standard protocol" in result.stderr
+    assert not run.exists()  # nothing trained, nothing written
+
+
+def test_a_model_that_trains_needs_a_validation_split(tmp_path):
+    from tests.test_redial import tiny_redial
+
+    root = tiny_redial(tmp_path / "redial")  # a test split only
+    (root / "train_data.jsonl").write_text((root / "test_data.jsonl").read_text())
+    args = ["train", "--dataset", "redial", "--data-dir", str(root), "--no-progress"]
+    result = runner.invoke(app, [*args, "--model", "kbrd", "--run-dir", str(tmp_path / "k")])
+    assert result.exit_code == 2, result.output
+    assert "has no validation split (it has train, test); kbrd selects" in result.stderr
+    assert not (tmp_path / "k").exists()

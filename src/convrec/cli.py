@@ -66,7 +66,8 @@ class _WarningsToStderr(logging.Handler):
 
 @app.callback()
 def main() -> None:
-    root = logging.getLogger("convrec")
+    # On the root logger, so that no library's own default handler prints them a second time
+    root = logging.getLogger()
     if not any(isinstance(h, _WarningsToStderr) for h in root.handlers):
         root.addHandler(_WarningsToStderr(level=logging.WARNING))
 

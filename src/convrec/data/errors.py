@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import reprlib
 from pathlib import Path
 
 
@@ -47,3 +48,23 @@ def optional_file(path: Path, what: str) -> Path | None:
     if not path.exists() and not path.is_symlink():
         return None
     return require_file(path, what)
+
+
+def parse_id(text: str) -> int | None:
+    """The non-negative integer `text` spells in ASCII digits (at most 18, so it fits an
+    int64), else None. `str.isdigit` alone also admits "²", which `int` rejects, and `int`
+    refuses more than 4300 digits."""
+    if text.isascii() and text.isdigit() and len(text) <= 18:
+        return int(text)
+    return None
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel = 3
+_SHORT.maxstring = _SHORT.maxother = 60
+
+
+def short_repr(value: object, width: int = 60) -> str:
+    """`repr(value)` cut to `width` characters, also for values nested too deeply for
+    `repr` (a pickle can hold a list inside a list a million times)."""
+    return _SHORT.repr(value)[:width]

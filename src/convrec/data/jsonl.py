@@ -18,6 +18,10 @@ def read_json(path: Path, expected: type) -> Any:
             value = json.load(f)
     except json.JSONDecodeError as e:
         raise DataFormatError(path, f"malformed JSON ({e.msg})", line=e.lineno) from None
+    except DataFormatError:  # not UTF-8 (a ValueError too)
+        raise
+    except (ValueError, RecursionError) as e:
+        raise DataFormatError(path, f"unreadable JSON ({_decode_problem(e)})") from None
     if not isinstance(value, expected):
         raise DataFormatError(
             path, f"expected a JSON {expected.__name__}, found {type(value).__name__}"
@@ -37,6 +41,18 @@ def iter_json_lines(path: Path) -> Iterator[tuple[int, Any]]:
                 raise DataFormatError(
                     path, f"malformed JSON line ({e.msg} at column {e.colno})", line=number
                 ) from None
+            except (ValueError, RecursionError) as e:
+                raise DataFormatError(
+                    path, f"unreadable JSON line ({_decode_problem(e)})", line=number
+                ) from None
+
+
+def _decode_problem(error: ValueError | RecursionError) -> str:
+    """What json.loads hit besides a syntax error: an integer with more digits than Python
+    converts (ValueError) or nesting deeper than the recursion limit."""
+    if isinstance(error, RecursionError):
+        return "nested too deeply"
+    return str(error).split(":")[0]
 
 
 def get_field(

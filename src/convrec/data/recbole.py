@@ -111,8 +111,15 @@ def read_atomic(path: str | Path, columns: Collection[str] | None = None) -> Ato
 
 
 def _read_bytes(path: Path) -> bytes:
-    """The file's bytes with a UTF-8 BOM, CRLF line ends and one final newline removed."""
+    """The file's bytes with a UTF-8 BOM, CRLF line ends and one final newline removed.
+
+    A NUL byte is an error: numpy strings drop trailing NULs, so "7\\0" would silently
+    become the token "7".
+    """
     data = read_bytes(path).removeprefix(codecs.BOM_UTF8)
+    if b"\0" in data:
+        line = data.count(b"\n", 0, data.index(b"\0")) + 1
+        raise DataFormatError(path, "NUL byte (not allowed in an atomic file)", line=line)
     if b"\r" in data:
         data = data.replace(b"\r\n", b"\n")
     return data.removesuffix(b"\n")

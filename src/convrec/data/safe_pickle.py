@@ -61,8 +61,25 @@ def load_restricted(path: Path, allowed: frozenset[tuple[str, str]]) -> Any:
         raise DataFormatError(
             path, f"unsafe pickle: {e} (only builtin containers, ints and strings are allowed)"
         ) from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
-        raise DataFormatError(path, f"not a readable pickle ({e})") from None
+    # What damaged opcodes raise: a pop from an empty stack (IndexError), a memo slot never
+    # set (KeyError), a wrong operand type, ...
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+    ) as e:
+        detail = f"missing memo entry {e}" if isinstance(e, KeyError) else str(e)
+        raise DataFormatError(path, f"not a readable pickle ({detail:.80})") from None
+    except RecursionError:
+        raise DataFormatError(path, "not a readable pickle (nested too deeply)") from None
+    except (MemoryError, OverflowError):  # a corrupt length field: "read 2**60 bytes"
+        raise DataFormatError(
+            path, "not a readable pickle (it declares an object too large to allocate)"
+        ) from None
 
 
 def load_plain_pickle(path: Path) -> Any:

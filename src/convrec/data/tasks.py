@@ -91,14 +91,17 @@ class RecTask:
         for split in splits:
             dialogues = self.dataset.dialogues(split)
             if split == "train":
-                counts = {f"training ({self.train_turns} turns)": len(self.train)}
+                counts = {f"training samples ({self.train_turns} turns)": len(self.train)}
             else:
-                counts = {f"{p} protocol": len(self.eval_samples(split, p)) for p in PROTOCOLS}
+                counts = {
+                    f"samples under the {p} protocol": len(self.eval_samples(split, p))
+                    for p in PROTOCOLS
+                }
             for what, count in counts.items():
                 if not count:
                     raise EmptySplitError(
-                        f"dataset {self.dataset.name!r}: the {split} split has no samples "
-                        f"for {what} ({len(dialogues)} dialogues)"
+                        f"dataset {self.dataset.name!r}: the {split} split has no {what} "
+                        f"({len(dialogues)} dialogues)"
                     )
 
     def target_indices(self, samples: list[RecSample]) -> np.ndarray:

@@ -127,7 +127,7 @@ class Trainer:
         self.dist.barrier()
 
     def _restore(self) -> dict[str, Any] | None:
-        if not self.last_path.is_file():
+        if not self.last_path.exists():
             return None
         checkpoint = load_weights(self.model, self.last_path)  # onto the model's device
         try:
@@ -238,7 +238,7 @@ class Trainer:
 
         # Leave the stage with its best weights (selected on validation), then record
         # that the stage is over before the best-weights file goes.
-        if self.best_path.is_file():
+        if self.best_path.exists():
             load_weights(self.model, self.best_path)
         self.state = TrainState(
             stage=state.stage + 1, history=state.history, step_losses=state.step_losses

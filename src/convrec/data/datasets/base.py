@@ -80,10 +80,16 @@ class DatasetReader(ABC):
 
     def load(self, cache_dir: str | Path | None = None, use_cache: bool = True) -> Dataset:
         if not use_cache:
-            return self.read()
-        root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        path = root / "datasets" / f"{self.name}-{self.cache_key()[:24]}.pkl"
-        return cached(path, self.read)
+            dataset = self.read()
+        else:
+            root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+            path = root / "datasets" / f"{self.name}-{self.cache_key()[:24]}.pkl"
+            dataset = cached(path, self.read)
+        self.warn_about(dataset)
+        return dataset
+
+    def warn_about(self, dataset: Dataset) -> None:  # noqa: B027 (a hook; default: silent)
+        """Log what is legal but probably not meant (also when served from the cache)."""
 
 
 class ConversationReader(DatasetReader):
@@ -106,6 +112,15 @@ class ConversationReader(DatasetReader):
             )
         return found
 
+    def warn_about(self, dataset: Dataset) -> None:
+        assert isinstance(dataset, ConversationDataset)
+        paths = self.split_paths()
+        for split, dialogues in dataset.splits.items():
+            if not dialogues:
+                log.warning(
+                    "%s: no dialogues in this file (split %r is empty)", paths[split], split
+                )
+
     def read_splits(
         self, parse: Callable[[str, Path, int, Any, Counter[str]], Dialogue]
     ) -> tuple[dict[str, tuple[Dialogue, ...]], dict[str, dict[str, int]]]:
@@ -121,8 +136,6 @@ class ConversationReader(DatasetReader):
             splits[split] = tuple(
                 parse(split, path, line, raw, counts) for line, raw in iter_json_lines(path)
             )
-            if not splits[split]:
-                log.warning("%s: no dialogues in this file (split %r is empty)", path, split)
             counters[split] = dict(counts)
         return splits, counters
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from convrec.data.datasets.base import ConversationReader, register_reader
-from convrec.data.errors import DataFormatError, require_file
+from convrec.data.errors import DataFormatError, parse_id, require_file
 from convrec.data.jsonl import get_field, get_list, read_json
 from convrec.data.kg import KnowledgeGraph
 from convrec.data.mentions import locate_mentions
@@ -46,11 +46,11 @@ def read_subkg(path: Path, num_entities: int, num_relations: int) -> np.ndarray:
     subkg = read_json(path, dict)
     rows: list[tuple[int, int, int]] = []
     for head, edges in subkg.items():
-        if not head.isdigit() or int(head) >= num_entities:
+        h = parse_id(head)
+        if h is None or h >= num_entities:
             raise DataFormatError(path, f"expected an entity id < {num_entities}", key=head)
         if not isinstance(edges, list):
             raise DataFormatError(path, "expected a list of [relation, tail] pairs", key=head)
-        h = int(head)
         for k, edge in enumerate(edges):
             if (
                 not isinstance(edge, list)
@@ -98,7 +98,8 @@ class InspiredReader(ConversationReader):
         triples = read_subkg(paths["triples"], len(entities), len(relations))
         items = read_json(paths["items"], list)
         for k, item in enumerate(items):
-            if not isinstance(item, int) or not 0 <= item < len(entities):
+            is_id = isinstance(item, int) and not isinstance(item, bool)
+            if not is_id or not 0 <= item < len(entities):
                 raise DataFormatError(
                     paths["items"],
                     f"expected an entity id < {len(entities)}, found {item!r}",

@@ -75,6 +75,14 @@ class RecBoleReader(DatasetReader):
         if not inter.num_rows:
             raise DataFormatError(inter.path, "no interactions: the file has a header but no rows")
         item = read_atomic(self.path("item"), ("item_id", "movie_title", "release_year"))
+        if item.types.get("movie_title", "token") not in ("token", "token_seq"):
+            raise DataFormatError(
+                item.path,
+                f"column 'movie_title' has type {item.types['movie_title']!r}, "
+                "expected 'token_seq' or 'token' (a title is text)",
+                line=1,
+                key="movie_title",
+            )
         counters: dict[str, int] = {}
 
         user_tokens = _tokens(inter, "user_id")

@@ -19,15 +19,19 @@ from typing import Any
 import numpy as np
 
 from convrec.data.datasets.base import ConversationReader, register_reader
-from convrec.data.errors import DataFormatError, require_file
+from convrec.data.errors import DataFormatError, parse_id, require_file, short_repr
 from convrec.data.files import open_input
 from convrec.data.jsonl import get_field
 from convrec.data.kg import KnowledgeGraph
 from convrec.data.safe_pickle import load_plain_pickle
 from convrec.data.schema import ConversationDataset, Dialogue, Mention, Role, Turn
 
-MOVIE_MENTION = re.compile(r"@(\d+)")
+MOVIE_MENTION = re.compile(r"@([0-9]+)")  # not \d: that also matches "٣" and "²"
 KG_FILES = ("id2entity.pkl", "entity2entityId.pkl", "movie_ids.pkl", "subkg.pkl")
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _clean_title(title: str) -> str:
@@ -47,11 +51,12 @@ def read_movie_titles(path: Path) -> dict[int, str]:
         for line, row in enumerate(rows, start=2):
             if not row:
                 continue
-            if len(row) < 2 or not row[0].strip().isdigit():
+            movie = parse_id(row[0].strip())
+            if len(row) < 2 or movie is None:
                 raise DataFormatError(
                     path, f"expected movieId (integer),movieName, found {row!r:.80}", line=line
                 )
-            titles[int(row[0])] = _clean_title(row[1])
+            titles[movie] = _clean_title(row[1])
     return titles
 
 
@@ -77,35 +82,50 @@ class _KGSFGraph:
 
         names: list[str | None] = [None] * len(entity2id)
         for key, idx in entity2id.items():
-            if not isinstance(idx, int) or not 0 <= idx < len(entity2id) or names[idx] is not None:
+            if not isinstance(key, str) and not _is_id(key):
                 raise DataFormatError(
                     paths["entity2entityId.pkl"],
-                    f"expected a unique dense id in 0..{len(entity2id) - 1}, found {idx!r}",
-                    key=repr(key),
+                    f"expected a URI or a ReDial movie id as key, found {type(key).__name__}",
+                    key=short_repr(key),
+                )
+            if not _is_id(idx) or not 0 <= idx < len(entity2id) or names[idx] is not None:
+                raise DataFormatError(
+                    paths["entity2entityId.pkl"],
+                    f"expected a unique dense id in 0..{len(entity2id) - 1}, "
+                    f"found {short_repr(idx)}",
+                    key=short_repr(key),
                 )
             names[idx] = f"redial:{key}" if isinstance(key, int) else str(key)
 
+        # Every id is < the number of entities: relation ids too, since relation names are
+        # made for 0..max id (a corrupt id of 10**12 must not make 10**12 names).
         rows: list[tuple[int, int, int]] = []
+        expected = f"{{head id: [(relation id, tail id), ...]}} with ids in 0..{len(names) - 1}"
         for head, edges in subkg.items():
-            for edge in edges if isinstance(edges, list) else [None]:
+            if not _is_id(head) or not 0 <= head < len(names) or not isinstance(edges, list):
+                raise DataFormatError(
+                    paths["subkg.pkl"],
+                    f"expected {expected}, found {short_repr(edges)}",
+                    key=short_repr(head),
+                )
+            for edge in edges:
                 if (
-                    not isinstance(head, int)
-                    or not isinstance(edge, (tuple, list))
+                    not isinstance(edge, (tuple, list))
                     or len(edge) != 2
-                    or not all(isinstance(x, int) for x in edge)
+                    or not all(_is_id(x) and 0 <= x < len(names) for x in edge)
                 ):
                     raise DataFormatError(
                         paths["subkg.pkl"],
-                        f"expected {{head id: [(relation id, tail id), ...]}}, found {edge!r:.60}",
-                        key=repr(head),
+                        f"expected {expected}, found {short_repr(edge)}",
+                        key=short_repr(head),
                     )
                 rows.append((head, edge[0], edge[1]))
         triples = np.array(rows, dtype=np.int64).reshape(-1, 3)
         num_relations = int(triples[:, 1].max()) + 1 if len(triples) else 0
-        bad_movies = [m for m in movie_ids if not isinstance(m, int) or not 0 <= m < len(names)]
+        bad_movies = [m for m in movie_ids if not _is_id(m) or not 0 <= m < len(names)]
         if bad_movies:
             raise DataFormatError(
-                paths["movie_ids.pkl"], f"expected entity ids, found {bad_movies[:3]!r}"
+                paths["movie_ids.pkl"], f"expected entity ids, found {short_repr(bad_movies[:3])}"
             )
         try:
             self.kg = KnowledgeGraph(
@@ -117,9 +137,15 @@ class _KGSFGraph:
         # ReDial movie id -> entity id: by DBpedia URI, or by the id itself when unlinked.
         self.movie_entity: dict[int, int] = {}
         for movie, uri in id2entity.items():
+            if not _is_id(movie) or not (uri is None or isinstance(uri, str)):
+                raise DataFormatError(
+                    paths["id2entity.pkl"],
+                    f"expected {{ReDial movie id: URI string or None}}, found {short_repr(uri)}",
+                    key=short_repr(movie),
+                )
             key = uri if uri is not None else movie
             entity = entity2id.get(key)
-            if isinstance(movie, int) and entity is not None and self.kg.is_item(entity):
+            if entity is not None and self.kg.is_item(entity):
                 self.movie_entity[movie] = entity
 
 
@@ -246,7 +272,8 @@ def _resolve_mentions(
         before = raw_text[last : match.start()]
         pieces.append(before)
         length += len(before)
-        movie = int(match.group(1))
+        movie = parse_id(match.group(1))
+        movie = -1 if movie is None else movie  # more digits than any movie id has
         title = mentioned.get(match.group(1))
         title = _clean_title(title) if isinstance(title, str) else catalogue_titles.get(movie)
         if title is None:
