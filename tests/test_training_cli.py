@@ -213,7 +213,16 @@ def test_a_model_that_trains_needs_a_validation_split(tmp_path):
     root = tiny_redial(tmp_path / "redial")  # a test split only
     (root / "train_data.jsonl").write_text((root / "test_data.jsonl").read_text())
     args = ["train", "--dataset", "redial", "--data-dir", str(root), "--no-progress"]
-    result = runner.invoke(app, [*args, "--model", "kbrd", "--run-dir", str(tmp_path / "k")])
+    kbrd = [*args, "--model", "kbrd", "--run-dir", str(tmp_path / "k")]
+    result = runner.invoke(app, [*kbrd, "data.valid_fraction=0"])
     assert result.exit_code == 2, result.output
-    assert "has no validation split (it has train, test); kbrd selects" in result.stderr
+    assert "has no validation split (it has train, test) and data.valid_fraction=0" in (
+        result.stderr
+    )
+    assert not (tmp_path / "k").exists()
+    # One training dialogue: 10% of it holds out nothing, and the error says which setting.
+    result = runner.invoke(app, kbrd)
+    assert result.exit_code == 2, result.output
+    assert "the valid split has no samples" in result.stderr
+    assert "data.valid_fraction=0.1" in result.stderr
     assert not (tmp_path / "k").exists()

@@ -27,11 +27,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from convrec.data.errors import DataFormatError
 from convrec.data.files import read_text, write_atomic
 from convrec.data.sequences import TrainPositions
+from convrec.data.splits import HoldOut
 from convrec.models.base import ModelConfig
 from convrec.registry import get_model
 from convrec.settings import Settings
@@ -117,9 +118,36 @@ class DataConfig(Settings):
         description="sequences: training targets at one random position per user per epoch "
         "(random), at every position (all), or at the last training item only (last)",
     )
+    valid_fraction: float = Field(
+        0.1,
+        ge=0.0,
+        lt=1.0,
+        description="dialogues: share of the training file held out for validation when the "
+        "dataset has no validation file (ReDial as published; KGSF/CRSLab hold ~10%); 0: none",
+    )
+    test_fraction: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="dialogues: share of the training file held out for test when the "
+        "dataset has no test file; 0: a missing test file is an error",
+    )
+    split_seed: int = Field(
+        0,
+        description="which dialogues are held out; apart from `seed`, so every model and "
+        "seed of a comparison shares validation and test",
+    )
     options: dict[str, Any] = Field(
         default_factory=dict, description="reader options, e.g. the demo world's num_movies"
     )
+
+    @model_validator(mode="after")
+    def _leaves_training_dialogues(self) -> DataConfig:
+        self.holdout()  # fractions that sum to 1 or more leave nothing to train on
+        return self
+
+    def holdout(self) -> HoldOut:
+        return HoldOut(self.valid_fraction, self.test_fraction, self.split_seed)
 
 
 @dataclass

@@ -125,7 +125,12 @@ class KnowledgeGraph:
 
     # -- tensors for graph encoders ----------------------------------------------------
 
-    def edges(self, inverse: InverseMode = "none", self_loops: bool = False) -> KGEdges:
+    def edges(
+        self,
+        inverse: InverseMode = "none",
+        self_loops: bool = False,
+        min_relation_edges: int = 0,
+    ) -> KGEdges:
         """Edge tensors for torch-geometric.
 
         inverse: "none" keeps the triples' direction; "same" adds each tail -> head edge with
@@ -133,6 +138,11 @@ class KnowledgeGraph:
         `r + num_relations`, named `"inverse:" + name` (R-GCN).
         self_loops: add an edge e -> e for every entity, with the graph's own `self_loop`
         relation when it has one, else a new relation appended last.
+        min_relation_edges: KGSF's relation filter. Relations with fewer edges (counted in
+        the edge list built so far, inverses included) are dropped with their edges and the
+        rest renumbered in order; the self-loop relation is always kept. KGSF and CRSLab
+        keep `relation_cnt > 1000` over both directions: `inverse="same"`,
+        `min_relation_edges=1001`.
         """
         head, rel, tail = self.triples[:, 0], self.triples[:, 1], self.triples[:, 2]
         names = list(self.relations)
@@ -153,6 +163,15 @@ class KnowledgeGraph:
             every = np.arange(self.num_entities, dtype=np.int64)
             parts.append(np.stack([every, every, np.full_like(every, loop_id)], axis=1))
         edges = np.unique(np.concatenate(parts), axis=0)
+        if min_relation_edges > 0:
+            counts = np.bincount(edges[:, 2], minlength=len(names))
+            keep = counts >= min_relation_edges
+            if self_loops:
+                keep[loop_id] = True
+            new_id = np.cumsum(keep) - 1
+            edges = edges[keep[edges[:, 2]]]
+            edges[:, 2] = new_id[edges[:, 2]]
+            names = [name for name, kept in zip(names, keep, strict=True) if kept]
         return KGEdges(
             edge_index=torch.from_numpy(np.ascontiguousarray(edges[:, :2].T)),
             edge_type=torch.from_numpy(np.ascontiguousarray(edges[:, 2])),

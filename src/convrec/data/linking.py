@@ -16,7 +16,9 @@ Names and their normalisation:
   gets its joined form ("scifi").
 - Full names: the item titles ("The Silent Harbor (1994)") and the KG labels
   (`kg.label`, with a lowercase namespace prefix such as the demo world's "genre:"
-  removed). Aliases: titles without a trailing year ("The Silent Harbor") and labels
+  removed). `entity_names` replaces the labels: only the entities it names are linked by
+  name (a dataset reader uses it to link non-item entities only, named its own way).
+  Aliases: titles without a trailing year ("The Silent Harbor") and labels
   without a trailing parenthesis ("Hanna (film)" -> "Hanna"), since people type neither.
 - Skipped, because they would fire on ordinary words: names shorter than 3 characters
   (spaces not counted) and names made only of stop words (`STOP_WORDS`: English function
@@ -28,7 +30,8 @@ Names and their normalisation:
 Matching: every run of up to `max_words` consecutive words of the message is looked up;
 the longest matches are claimed first and a claimed word cannot be reused, so "The Silent
 Harbor 2" links the sequel, not the original followed by a stray "2". Results come in order
-of appearance, each entity once.
+of appearance, each entity once (`matches` gives every occurrence). Only the lengths of
+the names that start with a word are tried from it, so most words cost one lookup.
 """
 
 from __future__ import annotations
@@ -75,8 +78,12 @@ class Linked:
 def _words(text: str) -> Iterator[tuple[str, int, int]]:
     """(normalised word, start, end) for every word of `text`; offsets index `text`."""
     for match in WORD.finditer(text):
-        decomposed = unicodedata.normalize("NFKD", match.group())
-        word = "".join(c for c in decomposed if not unicodedata.combining(c) and c not in "'’")
+        word = match.group()
+        if word.isascii():  # NFKD leaves ASCII as it is: the same result, faster
+            word = word.replace("'", "")
+        else:
+            decomposed = unicodedata.normalize("NFKD", word)
+            word = "".join(c for c in decomposed if not unicodedata.combining(c) and c not in "'’")
         yield word.casefold(), match.start(), match.end()
 
 
@@ -87,6 +94,8 @@ def normalise(name: str) -> str:
 
 def _variants(name: str) -> set[str]:
     """The normalised name and, when it has hyphens, its joined form."""
+    if "-" not in name:
+        return {normalise(name)}
     return {normalise(name), normalise(re.sub(r"(?<=\w)-(?=\w)", "", name))}
 
 
@@ -102,17 +111,24 @@ def _usable(name: str) -> bool:
 class EntityLinker:
     """Finds KG entities and catalogue items named in free text (see module doc)."""
 
-    def __init__(self, kg: KnowledgeGraph, item_titles: Mapping[int, str]) -> None:
+    def __init__(
+        self,
+        kg: KnowledgeGraph,
+        item_titles: Mapping[int, str],
+        entity_names: Mapping[int, str] | None = None,
+    ) -> None:
+        """`item_titles` name catalogue items; `entity_names` ({entity id: name}) names the
+        KG entities linked by name, by default every entity by its `kg.label`."""
         self._is_item = kg.item_index >= 0
         full: dict[str, set[int]] = defaultdict(set)
         alias: dict[str, set[int]] = defaultdict(set)
         for entity, title in item_titles.items():
-            self._add(full, title, entity)
-            self._add(alias, TRAILING_YEAR.sub("", title), entity)
-        for entity in range(kg.num_entities):
-            label = NAMESPACE.sub("", kg.label(entity))
-            self._add(full, label, entity)
-            self._add(alias, TRAILING_PARENTHESIS.sub("", label), entity)
+            self._add(full, alias, title, TRAILING_YEAR.sub("", title), entity)
+        if entity_names is None:
+            entity_names = {entity: kg.label(entity) for entity in range(kg.num_entities)}
+        for entity, name in entity_names.items():
+            label = NAMESPACE.sub("", name)
+            self._add(full, alias, label, TRAILING_PARENTHESIS.sub("", label), entity)
 
         self.names: dict[str, int] = {}
         self.ambiguous = 0
@@ -125,12 +141,26 @@ class EntityLinker:
             else:
                 self.ambiguous += 1
         self.max_words = max((len(name.split()) for name in self.names), default=0)
+        # first word -> the numbers of words of the names starting with it, longest first
+        lengths: dict[str, set[int]] = defaultdict(set)
+        for name in self.names:
+            words = name.split()
+            lengths[words[0]].add(len(words))
+        self._lengths = {word: sorted(n, reverse=True) for word, n in lengths.items()}
 
     @staticmethod
-    def _add(table: dict[str, set[int]], name: str, entity: int) -> None:
-        for variant in _variants(name):
+    def _add(
+        full: dict[str, set[int]], alias: dict[str, set[int]], name: str, short: str, entity: int
+    ) -> None:
+        """Enter `name` as a full name of `entity` and `short` as an alias of it."""
+        names = _variants(name)
+        for variant in names:
             if _usable(variant):
-                table[variant].add(entity)
+                full[variant].add(entity)
+        if short != name:  # an alias equal to the full name would never be consulted
+            for variant in _variants(short):
+                if _usable(variant):
+                    alias[variant].add(entity)
 
     @classmethod
     def for_dataset(cls, dataset: ConversationDataset) -> EntityLinker:
@@ -140,9 +170,24 @@ class EntityLinker:
     def link(self, text: str) -> Linked:
         """The items and entities `text` names (see module doc for the matching rule)."""
         words = list(_words(text))
+        return self._linked(words, self._kept(words))
+
+    def matches(self, text: str) -> list[tuple[int, int, int]]:
+        """Every name found in `text` as (entity or item, start, end), in order of
+        appearance, repeats included; `text[start:end]` is the name as written."""
+        words = list(_words(text))
+        return [
+            (entity, words[start][1], words[start + length - 1][2])
+            for start, length, entity in self._kept(words)
+        ]
+
+    def _kept(self, words: list[tuple[str, int, int]]) -> list[tuple[int, int, int]]:
+        """(first word, number of words, entity) of the names kept, in order of appearance."""
         found = []  # (number of words, first word, entity)
-        for start in range(len(words)):
-            for length in range(min(self.max_words, len(words) - start), 0, -1):
+        for start, (first, _, _) in enumerate(words):
+            for length in self._lengths.get(first, ()):
+                if length > len(words) - start:
+                    continue
                 key = " ".join(w for w, _, _ in words[start : start + length])
                 entity = self.names.get(key)
                 if entity is not None:
@@ -154,7 +199,7 @@ class EntityLinker:
                 claimed[start : start + length] = [True] * length
                 kept.append((start, length, entity))
         kept.sort()
-        return self._linked(words, kept)
+        return kept
 
     def _linked(
         self, words: list[tuple[str, int, int]], kept: Iterable[tuple[int, int, int]]

@@ -23,6 +23,15 @@ READER_COUNTS: tuple[tuple[str, str], ...] = (
     ("item links dropped (not in KG / catalogue)", "dropped_item_links"),
     ("entity links dropped (not in KG)", "dropped_entity_links"),
 )
+# Entity linking of the text done by the reader (ReDial); reported when the reader did it.
+LINKING_COUNTS: tuple[tuple[str, str], ...] = (
+    ("entity names linked in text (repeats included)", "linked_entity_mentions"),
+)
+# The same for every split (a property of the KG), shown with the graph.
+LINKING_KG_COUNTS: tuple[tuple[str, str], ...] = (
+    ("entity names for text linking", "entity_names"),
+    ("entity names left out as ambiguous", "ambiguous_entity_names"),
+)
 # What the sequential (RecBole) reader dropped or merged; reported even when zero.
 SEQUENTIAL_READER_COUNTS: tuple[tuple[str, str], ...] = (
     ("item links dropped (item in neither .item nor .inter)", "links_skipped_unknown_item"),
@@ -52,6 +61,8 @@ def _fmt(x: float) -> str:
 
 def conversation_stats(dataset: ConversationDataset) -> list[StatsTable]:
     kg = dataset.kg
+    splits = list(dataset.splits)
+    counters = [dataset.counters.get(s, {}) for s in splits]
     graph = StatsTable(
         title=f"{dataset.name}: knowledge graph" + (" (synthetic)" if dataset.synthetic else ""),
         columns=("", "count"),
@@ -60,16 +71,19 @@ def conversation_stats(dataset: ConversationDataset) -> list[StatsTable]:
             ("relations", _fmt(kg.num_relations)),
             ("triples", _fmt(kg.num_triples)),
             ("items (catalogue)", _fmt(kg.num_items)),
+            *(
+                (label, _fmt(max(c.get(key, 0) for c in counters)))
+                for label, key in LINKING_KG_COUNTS
+                if any(key in c for c in counters)
+            ),
         ),
     )
-    splits = list(dataset.splits)
     rows: list[tuple[str, ...]] = []
 
     def add(label: str, values: list[float]) -> None:
         rows.append((label, *(_fmt(v) for v in values)))
 
     dialogues = [dataset.splits[s] for s in splits]
-    counters = [dataset.counters.get(s, {}) for s in splits]
     add("dialogues", [len(d) for d in dialogues])
     add("turns", [sum(len(x.turns) for x in d) for d in dialogues])
     add("utterances", [c.get("utterances", 0) for c in counters])
@@ -96,6 +110,9 @@ def conversation_stats(dataset: ConversationDataset) -> list[StatsTable]:
         )
     for label, key in READER_COUNTS:
         add(label, [c.get(key, 0) for c in counters])
+    for label, key in LINKING_COUNTS:
+        if any(key in c for c in counters):
+            add(label, [c.get(key, 0) for c in counters])
     per_split = StatsTable(
         title=f"{dataset.name}: dialogues and samples per split",
         columns=("", *splits),

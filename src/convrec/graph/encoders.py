@@ -1,9 +1,9 @@
 """Knowledge-graph entity encoders shared by the prompt-learning methods.
 
 `EntityEncoder` is UniCRS's (and MSCRS's and STEP's) KG side: a learnable node table goes
-through one R-GCN layer with basis decomposition and a residual connection, then a
-residual two-layer MLP, then a linear map to the width the consumer needs (the LM hidden
-size)::
+through one R-GCN layer (`convrec.graph.rgcn`, basis decomposition) with a residual
+connection, then a residual two-layer MLP, then a linear map to the width the consumer
+needs (the LM hidden size)::
 
     h0 = node table                                 [num_entities, d_e]  (Xavier uniform)
     h1 = RGCN(h0, KG) + h0
@@ -19,7 +19,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from convrec.data.kg import InverseMode, KnowledgeGraph
+from convrec.data.kg import KnowledgeGraph
+from convrec.graph.rgcn import GraphSettings, RelationalGraphConv
 
 
 class ResidualMLP(nn.Module):
@@ -35,31 +36,15 @@ class ResidualMLP(nn.Module):
 
 
 class EntityEncoder(nn.Module):
-    def __init__(
-        self,
-        kg: KnowledgeGraph,
-        dim: int,
-        out_dim: int,
-        *,
-        num_bases: int = 8,
-        inverse_edges: InverseMode = "same",
-        self_loops: bool = True,
-    ) -> None:
+    def __init__(self, kg: KnowledgeGraph, dim: int, out_dim: int, graph: GraphSettings) -> None:
         super().__init__()
-        # Imported here: torch-geometric takes seconds to import.
-        from torch_geometric.nn import RGCNConv
-
-        edges = kg.edges(inverse=inverse_edges, self_loops=self_loops)
-        # Derived from the KG at construction, so they stay out of checkpoints.
-        self.register_buffer("edge_index", edges.edge_index, persistent=False)
-        self.register_buffer("edge_type", edges.edge_type, persistent=False)
         self.nodes = nn.Parameter(torch.empty(kg.num_entities, dim))
         nn.init.xavier_uniform_(self.nodes)
-        self.rgcn = RGCNConv(dim, dim, edges.num_relations, num_bases=num_bases)
+        self.rgcn = RelationalGraphConv.for_graph(kg, graph, dim)
         self.mlp = ResidualMLP(dim)
         self.proj = nn.Linear(dim, out_dim)
 
     def forward(self) -> torch.Tensor:
         """Embeddings of every entity [num_entities, out_dim]."""
-        h = self.rgcn(self.nodes, self.edge_index, self.edge_type) + self.nodes
+        h = self.rgcn(self.nodes) + self.nodes
         return self.proj(self.mlp(h))

@@ -4,7 +4,7 @@ Chen et al. 2019, "Towards Knowledge-Based Recommender Dialog System"; CRSLab's 
 reference implementation. The user is the attention-pooled graph embedding of the entities
 mentioned so far in the dialogue; an item scores its dot product with the user plus a bias::
 
-    entity table --RGCNConv(KG)--> h                    [num_entities, dim]
+    entity table --R-GCN(KG)--> h                       [num_entities, dim]
     h[context entities] --self-attention--> u           [B, dim]   (zero without entities)
     scores = u @ h[catalogue]^T + item_bias             [B, num_items]
 
@@ -22,22 +22,15 @@ from pydantic import Field
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
-from convrec.data.kg import InverseMode
 from convrec.data.samples import RecSample
 from convrec.data.tasks import RecTask
+from convrec.graph.rgcn import GraphSettings, RelationalGraphConv
 from convrec.models.base import Batch, CatalogueRecommender, ModelConfig
 from convrec.registry import register_model
 
 
-class KBRDConfig(ModelConfig):
+class KBRDConfig(ModelConfig, GraphSettings):
     dim: int = Field(128, ge=1, description="size of entity embeddings and of the user vector")
-    num_bases: int = Field(8, ge=1, description="R-GCN basis decomposition: shared weight bases")
-    inverse_edges: InverseMode = Field(
-        "same",
-        description="add tail->head edges: 'same' relation (CRSLab KBRD), 'new' relation "
-        "ids (R-GCN paper), or 'none'",
-    )
-    self_loops: bool = Field(True, description="add an e->e edge per entity, as CRSLab does")
     attention_dim: int = Field(128, ge=1, description="hidden size of the self-attention scorer")
     max_context_entities: int = Field(
         32, ge=1, description="keep only the most recently first-mentioned context entities"
@@ -77,19 +70,9 @@ class KBRD(CatalogueRecommender):
     def __init__(self, config: KBRDConfig, task: RecTask) -> None:
         super().__init__(config, task)
         kg = task.kg
-        edges = kg.edges(inverse=config.inverse_edges, self_loops=config.self_loops)
-        # Derived from the KG at construction, so they stay out of checkpoints.
-        self.register_buffer("edge_index", edges.edge_index, persistent=False)
-        self.register_buffer("edge_type", edges.edge_type, persistent=False)
         self.register_buffer("items", torch.from_numpy(kg.items), persistent=False)
-
-        # Imported here: torch-geometric takes seconds to import, and only KBRD needs it.
-        from torch_geometric.nn import RGCNConv
-
         self.entity_embedding = nn.Embedding(kg.num_entities, config.dim)
-        self.rgcn = RGCNConv(
-            config.dim, config.dim, edges.num_relations, num_bases=config.num_bases
-        )
+        self.rgcn = RelationalGraphConv.for_graph(kg, config, config.dim)
         self.attention = SelfAttentionPooling(config.dim, config.attention_dim)
         self.dropout = nn.Dropout(config.dropout)
         self.item_bias = nn.Parameter(torch.zeros(task.num_items))
@@ -108,7 +91,7 @@ class KBRD(CatalogueRecommender):
 
     def encode_graph(self) -> torch.Tensor:
         """Knowledge-aware embeddings of every entity [num_entities, dim]."""
-        return self.rgcn(self.entity_embedding.weight, self.edge_index, self.edge_type)
+        return self.rgcn(self.entity_embedding.weight)
 
     def recommend(self, batch: Batch) -> torch.Tensor:
         entity_states = self.encode_graph()

@@ -31,10 +31,11 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch.nn.utils.rnn import pad_sequence
 
-from convrec.data.kg import InverseMode, KnowledgeGraph
+from convrec.data.kg import KnowledgeGraph
 from convrec.data.samples import SLOT_TOKEN, ConvSample, RecSample, build_conv_samples
 from convrec.data.tasks import RecTask
 from convrec.graph.encoders import EntityEncoder
+from convrec.graph.rgcn import GraphSettings
 from convrec.models.base import (
     Batch,
     ConvRecModel,
@@ -55,7 +56,7 @@ MEMO_LIMIT = 40_000  # contexts whose encoder states are kept (~1 GB at 128 toke
 _TEXT_MEMOS: dict[tuple[str, int], dict[str, torch.Tensor]] = {}
 
 
-class PromptedLMConfig(ModelConfig):
+class PromptedLMConfig(ModelConfig, GraphSettings):
     lm: str = Field(
         PRETRAINED_LM,
         description="frozen causal LM: 'pretrained' (the cached compact LM of the run's "
@@ -73,9 +74,6 @@ class PromptedLMConfig(ModelConfig):
     entity_dim: int | None = Field(
         None, ge=8, description="entity node table width (default: LM hidden size / 2)"
     )
-    num_bases: int = Field(8, ge=1, description="R-GCN basis decomposition")
-    inverse_edges: InverseMode = Field("same", description="tail->head KG edges")
-    self_loops: bool = Field(True, description="an e->e edge per entity")
     max_context_tokens: int = Field(128, ge=8, description="LM context tokens (latest kept)")
     max_text_tokens: int = Field(128, ge=8, description="sentence-encoder tokens (latest kept)")
     max_context_entities: int = Field(32, ge=1, description="latest context entities kept")
@@ -87,14 +85,7 @@ class PromptedLMConfig(ModelConfig):
 
 def entity_encoder(kg: KnowledgeGraph, config: PromptedLMConfig, hidden: int) -> EntityEncoder:
     """The R-GCN entity encoder a prompt side uses, sized by the config, output at LM width."""
-    return EntityEncoder(
-        kg,
-        config.entity_dim or hidden // 2,
-        hidden,
-        num_bases=config.num_bases,
-        inverse_edges=config.inverse_edges,
-        self_loops=config.self_loops,
-    )
+    return EntityEncoder(kg, config.entity_dim or hidden // 2, hidden, config)
 
 
 class PromptedLM(ConvRecModel):

@@ -34,6 +34,7 @@ from convrec.config import TrainConfig
 from convrec.data.cache import default_cache_dir, fingerprint
 from convrec.data.datasets import get_reader
 from convrec.data.schema import ConversationDataset, Dialogue
+from convrec.data.splits import HoldOut
 from convrec.models.base import Batch, Stage
 from convrec.text.dialogue import render_turn
 from convrec.text.lm import PRETRAIN_INFO, LMPretrainConfig, build_causal_lm
@@ -48,11 +49,13 @@ FORMAT_VERSION = 1  # bump when the corpus format changes: old caches are not re
 
 @dataclass(frozen=True)
 class CorpusSource:
-    """One dataset whose training dialogues go into the corpus."""
+    """One dataset whose training dialogues go into the corpus; splits its files lack are
+    held out of train as the runs on it hold them out, so the LM never reads them."""
 
     name: str
     data_dir: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    holdout: HoldOut = field(default_factory=HoldOut)
 
 
 def pack_dialogues(dialogues: Sequence[Dialogue], tokenizer: Any, block_size: int) -> torch.Tensor:
@@ -126,7 +129,8 @@ def _load(source: CorpusSource) -> tuple[ConversationDataset, str]:
     dataset = reader.load()
     if not isinstance(dataset, ConversationDataset):
         raise ValueError(f"dataset {source.name!r} has no dialogues to pre-train an LM on")
-    return dataset, reader.cache_key()
+    dataset, held_out = source.holdout.apply(dataset)
+    return dataset, source.holdout.fingerprint(reader.cache_key(), held_out)
 
 
 def lm_cache_key(fingerprints: Sequence[tuple[str, str]], config: LMPretrainConfig) -> str:

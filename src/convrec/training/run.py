@@ -18,7 +18,7 @@ import shutil
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from convrec.config import RunConfig
 from convrec.data.datasets import get_reader
@@ -26,7 +26,7 @@ from convrec.data.datasets.base import Dataset
 from convrec.data.errors import DataFormatError
 from convrec.data.files import write_atomic
 from convrec.data.jsonl import read_json
-from convrec.data.schema import SequentialDataset
+from convrec.data.schema import ConversationDataset, SequentialDataset
 from convrec.data.tasks import EmptySplitError, RecTask, SeqTask, Task
 from convrec.evaluation.conversation import conversation_markdown, conversation_metrics
 from convrec.evaluation.recommendation import METRIC_MATRIX, rank_targets, validation_metrics
@@ -68,31 +68,56 @@ def make_task(dataset: Dataset, config: RunConfig) -> Task:
     return RecTask(dataset, train_turns=config.data.train_turns)
 
 
-def build_task(config: RunConfig) -> tuple[Task, str]:
-    """The dataset (cached) as a recommendation task, and the data fingerprint.
+class BuiltTask(NamedTuple):
+    task: Task
+    fingerprint: str  # of the files and reader options, and of the hold-out when there is one
+    held_out: dict[str, dict[str, Any]]  # split -> how it was carved (HoldOut.apply)
 
-    Fails here, before anything trains, when the train or test split (or a validation
-    split the dataset has) holds no samples, naming the reader options that were set.
+
+def build_task(config: RunConfig) -> BuiltTask:
+    """The dataset (cached) as a recommendation task, its fingerprint, and what was held out.
+
+    Splits the files lack are held out of train as `config.data` says (logged; the
+    fingerprint then names the hold-out). Fails here, before anything is built or trained,
+    when the train or test split (or a validation split) holds no samples, naming the
+    settings that were involved.
     """
     check_task_kind(config.model_name, config.dataset)
     reader = get_reader(config.dataset)(config.data_dir, **config.data.options)
-    task = make_task(reader.load(), config)
+    dataset = reader.load()
+    data_fingerprint = reader.cache_key()
+    carved: dict[str, dict[str, Any]] = {}
+    if isinstance(dataset, ConversationDataset):
+        holdout = config.data.holdout()
+        dataset, carved = holdout.apply(dataset)
+        data_fingerprint = holdout.fingerprint(data_fingerprint, carved)
+    task = make_task(dataset, config)
     needed = ["train", "valid", "test"]
-    if isinstance(task, RecTask) and "valid" not in task.dataset.splits:
-        if get_model(config.model_name).has_stages():
+    if isinstance(task, RecTask):
+        if "test" not in task.dataset.splits:
             raise EmptySplitError(
-                f"dataset {config.dataset!r} has no validation split (it has "
-                f"{', '.join(task.dataset.splits)}); {config.model_name} selects its weights "
-                "on validation, never on test"
+                f"dataset {config.dataset!r} has no test split (it has "
+                f"{', '.join(task.dataset.splits)}); hold test dialogues out of train with "
+                "data.test_fraction=0.2, or add the test file"
             )
-        needed.remove("valid")  # a count baseline needs none
+        if "valid" not in task.dataset.splits:
+            if get_model(config.model_name).has_stages():
+                raise EmptySplitError(
+                    f"dataset {config.dataset!r} has no validation split (it has "
+                    f"{', '.join(task.dataset.splits)}) and data.valid_fraction=0; "
+                    f"{config.model_name} selects its weights on validation, never on test"
+                )
+            needed.remove("valid")  # a count baseline needs none
     try:
         task.require_samples(needed)
     except EmptySplitError as e:
-        options = ", ".join(f"data.options.{k}={v!r}" for k, v in config.data.options.items())
-        source = f"the settings {options}" if options else f"the files in {config.data_dir}"
+        settings = [f"data.options.{k}={v!r}" for k, v in config.data.options.items()]
+        settings += [f"data.{s}_fraction={how['fraction']}" for s, how in carved.items()]
+        source = (
+            f"the settings {', '.join(settings)}" if settings else f"the files in {config.data_dir}"
+        )
         raise EmptySplitError(f"{e}; check {source}") from None
-    return task, reader.cache_key()
+    return BuiltTask(task, data_fingerprint, carved)
 
 
 def resolve_backbones(config: RunConfig, *, progress: bool = True) -> RunConfig:
@@ -103,7 +128,9 @@ def resolve_backbones(config: RunConfig, *, progress: bool = True) -> RunConfig:
     """
     if getattr(config.model, "lm", None) != PRETRAINED_LM:
         return config
-    source = CorpusSource(config.dataset, config.data_dir, dict(config.data.options))
+    source = CorpusSource(
+        config.dataset, config.data_dir, dict(config.data.options), config.data.holdout()
+    )
     path = pretrain_lm([source], config.model.compact_lm, progress=progress)  # type: ignore[attr-defined]
     model = config.model.model_copy(update={"lm": str(path)})
     return dataclasses.replace(config, model=model)
@@ -179,7 +206,7 @@ def train(
     check_task_kind(config.model_name, config.dataset)  # before the run directory exists
     dist = dist or DistContext()
     replaced = [] if resume else check_new_run_dir(run_dir, overwrite=overwrite)
-    task, fingerprint = build_task(config)
+    task, fingerprint, held_out = build_task(config)
     dist.barrier()  # every process has looked at the directory before it changes
     if dist.is_main:
         _remove(replaced)
@@ -208,6 +235,18 @@ def train(
             config.dataset,
             config.seed,
         )
+        for split, how in held_out.items():
+            log.info(
+                "%s has no %s file: %d of the training file's dialogues held out as %s "
+                "(data.%s_fraction=%s, data.split_seed=%d)",
+                config.dataset,
+                split,
+                how["dialogues"],
+                split,
+                split,
+                how["fraction"],
+                how["seed"],
+            )
         started = time.perf_counter()
         state = trainer.fit(resume=resume)
         seconds = time.perf_counter() - started
@@ -223,6 +262,7 @@ def train(
             "dataset": config.dataset,
             "seed": config.seed,
             "data_fingerprint": fingerprint,
+            "held_out": held_out,
             "lm": getattr(model.config, "lm", None),
             "train_seconds_this_process": round(seconds, 2),
             "resumed": resume,
@@ -273,7 +313,7 @@ def load_run(run_dir: Path) -> tuple[RunConfig, Task, ConvRecModel]:
     weights = run_dir / "model.pt"
     if not weights.exists():
         raise ValueError(f"{run_dir}: no model.pt (training has not finished; use --resume)")
-    task, _ = build_task(config)
+    task = build_task(config).task
     config = _recorded_backbones(config, run_dir)
     model = build_model(config, task)
     load_weights(model, weights)

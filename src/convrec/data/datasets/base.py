@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from convrec.data.cache import cached, default_cache_dir, fingerprint
-from convrec.data.errors import DataFormatError, optional_file
+from convrec.data.errors import DataFormatError, optional_file, require_file
 from convrec.data.jsonl import iter_json_lines
 from convrec.data.schema import (
     SPLITS,
@@ -93,13 +93,44 @@ class DatasetReader(ABC):
 
 
 class ConversationReader(DatasetReader):
-    """Shared by the dialogue formats: one file per split, any subset of splits present."""
+    """Shared by the dialogue formats: one file per split, any subset of splits present.
+
+    Option `split_files` ({split: file name in the data directory}) reads exactly those
+    files as those splits instead of every `split_file` present, e.g.
+    `data.options.split_files.train=valid_data.jsonl` to train on the one ReDial file
+    shipped in ../shared/data (with `data.valid_fraction` / `data.test_fraction` holding
+    validation and test dialogues out of it: `convrec.data.splits`).
+    """
 
     split_file: ClassVar[str]  # e.g. "{split}_data.jsonl"
     task_kind: ClassVar[TaskKind] = "conversational"
 
+    def __init__(self, data_dir: str | Path | None = None, **options: Any) -> None:
+        super().__init__(data_dir, **options)
+        files = self.options["split_files"]
+        if not isinstance(files, dict) or not all(
+            split in SPLITS and isinstance(name, str) and name for split, name in files.items()
+        ):
+            raise ValueError(
+                f"data.options.split_files must map splits ({', '.join(SPLITS)}) to file "
+                f"names in the data directory, not {files!r}"
+            )
+        if len(set(files.values())) != len(files):
+            raise ValueError(f"data.options.split_files names one file for two splits: {files}")
+
+    @classmethod
+    def default_options(cls) -> dict[str, Any]:
+        return {"split_files": {}}
+
     def split_paths(self) -> dict[str, Path]:
         assert self.data_dir is not None
+        named = self.options["split_files"]
+        if named:
+            return {
+                split: require_file(self.data_dir / named[split], f"the {split} dialogues")
+                for split in SPLITS
+                if split in named
+            }
         found = {}
         for split in SPLITS:
             path = optional_file(self.data_dir / self.split_file.format(split=split), "dialogues")

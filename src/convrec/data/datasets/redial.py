@@ -6,6 +6,32 @@ Files (specs/data-formats.md section 2): any of `{train,valid,test}_data.jsonl`,
 with an allow-list unpickler. Relation names are not in the KGSF files: relations are named
 `kgsf:<id>`. Movies that KGSF could not link to DBpedia are KG entities named by their
 ReDial id (an int key in `entity2entityId`); here they are `redial:<id>`.
+
+Items come from the `@<movie id>` mentions only, replaced in `Turn.text` by their titles.
+Other entities (actors, directors, genres, places: the KG's non-item entities) are linked
+from the text as the published pipelines do (KGSF, UniCRS's processed ReDial; KGSF looks
+them up in a precomputed `text_dict.pkl`, not shipped with ReDial), by the option:
+
+- `link_entities: "text"` (default): `Turn.entities` are the non-item entities whose
+  names occur in the turn's own words, each once, in order of appearance. The matcher is
+  `convrec.data.linking.EntityLinker` (normalisation, stop words, longest match, names
+  shared by several entities left out as ambiguous: see its module doc), built once per
+  read over non-item entities only, and run on the text between the `@` mentions, so
+  words of a movie title never become entities. Names come from DBpedia resource URIs
+  (`<http://dbpedia.org/resource/Tom_Hanks>` -> "Tom Hanks", percent-escapes decoded,
+  "/" kept: "Face/Off"). Not named: URIs outside `http://dbpedia.org/resource/` (web
+  pages), DBpedia's numbered duplicates `..._Hanks__1` (their base resource is in the KG
+  too), names without a letter (years, numbers), and one-word names with a sense in
+  parentheses other than a genre ("Time (magazine)", "Lot (department)", "Problem
+  (rapper)": their alias "time" would fire on the common word; "Thriller (genre)" is kept
+  and links "thriller"). Counted per split:
+  `linked_entity_mentions` (every name found, repeats included) and, the same for every
+  split since it is a property of the KG, `entity_names` (names in the dictionary) and
+  `ambiguous_entity_names` (names left out as ambiguous).
+- `link_entities: "none"`: no entities (the reader's behaviour before version 3).
+
+Set it as `data.options.link_entities=none` (config) or `link_entities="none"`
+(`load_dataset`).
 """
 
 from __future__ import annotations
@@ -13,8 +39,10 @@ from __future__ import annotations
 import csv
 import re
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import numpy as np
 
@@ -23,11 +51,19 @@ from convrec.data.errors import DataFormatError, parse_id, require_file, short_r
 from convrec.data.files import open_input
 from convrec.data.jsonl import get_field
 from convrec.data.kg import KnowledgeGraph
+from convrec.data.linking import EntityLinker
 from convrec.data.safe_pickle import load_plain_pickle
 from convrec.data.schema import ConversationDataset, Dialogue, Mention, Role, Turn
 
 MOVIE_MENTION = re.compile(r"@([0-9]+)")  # not \d: that also matches "٣" and "²"
 KG_FILES = ("id2entity.pkl", "entity2entityId.pkl", "movie_ids.pkl", "subkg.pkl")
+LINK_ENTITIES = ("text", "none")
+DBPEDIA_RESOURCE = "<http://dbpedia.org/resource/"
+DBPEDIA_DUPLICATE = re.compile(r"__[0-9]+$")  # "Tom_Hanks__1": a copy of "Tom_Hanks"
+HAS_LETTER = re.compile(r"[^\W\d_]")
+# "Time (magazine)": a one-word name whose parenthesis gives the sense that is not the
+# common word's (the linker's alias "Time" would fire on "a long time"); genres excepted
+ONE_WORD_SENSE = re.compile(r"^[^\s()]+\s*\((?![^()]*\bgenre\b)[^()]*\)$")
 
 
 def _is_id(value: Any) -> bool:
@@ -36,6 +72,30 @@ def _is_id(value: Any) -> bool:
 
 def _clean_title(title: str) -> str:
     return " ".join(title.split())
+
+
+def dbpedia_name(uri: str) -> str | None:
+    """The name text is matched against for a KG entity, or None when it has none (see
+    module doc): `<http://dbpedia.org/resource/Face/Off>` -> "Face/Off"."""
+    if not (uri.startswith(DBPEDIA_RESOURCE) and uri.endswith(">")):
+        return None
+    resource = uri[len(DBPEDIA_RESOURCE) : -1]
+    if DBPEDIA_DUPLICATE.search(resource):
+        return None
+    name = unquote(resource).replace("_", " ").strip()
+    if not HAS_LETTER.search(name) or ONE_WORD_SENSE.match(name):
+        return None
+    return name
+
+
+def entity_names(kg: KnowledgeGraph) -> dict[int, str]:
+    """{non-item entity id: name} of the entities linked in text."""
+    names = {}
+    for entity in np.flatnonzero(kg.item_index < 0).tolist():
+        name = dbpedia_name(kg.entities[entity])
+        if name is not None:
+            names[entity] = name
+    return names
 
 
 def read_movie_titles(path: Path) -> dict[int, str]:
@@ -152,9 +212,25 @@ class _KGSFGraph:
 @register_reader
 class RedialReader(ConversationReader):
     name = "redial"
-    version = 2
-    description = "ReDial original format + movies_with_mentions.csv + KGSF KG pickles"
+    version = 3
+    description = (
+        "ReDial original format + movies_with_mentions.csv + KGSF KG pickles; non-item "
+        "entities linked in the text (option link_entities: text | none)"
+    )
     split_file = "{split}_data.jsonl"
+
+    def __init__(self, data_dir: str | Path | None = None, **options: Any) -> None:
+        super().__init__(data_dir, **options)
+        mode = self.options["link_entities"]
+        if not isinstance(mode, str) or mode not in LINK_ENTITIES:
+            raise ValueError(
+                f"dataset {self.name!r}: option link_entities (data.options.link_entities) "
+                f"must be one of {', '.join(map(repr, LINK_ENTITIES))}, not {mode!r}"
+            )
+
+    @classmethod
+    def default_options(cls) -> dict[str, Any]:
+        return {**super().default_options(), "link_entities": "text"}
 
     def kg_dir(self) -> Path:
         assert self.data_dir is not None
@@ -178,11 +254,20 @@ class RedialReader(ConversationReader):
             if movie in graph.movie_entity:
                 titles.setdefault(graph.movie_entity[movie], catalogue_titles[movie])
 
+        linker = None
+        if self.options["link_entities"] == "text":
+            linker = EntityLinker(kg, {}, entity_names=entity_names(kg))
+
         splits, counters = self.read_splits(
             lambda _split, path, line, raw, counts: self._dialogue(
-                raw, graph, catalogue_titles, path, line, counts
+                raw, graph, catalogue_titles, linker, path, line, counts
             )
         )
+        if linker is not None:
+            for counts in counters.values():
+                counts.setdefault("linked_entity_mentions", 0)
+                counts["entity_names"] = len(linker.names)
+                counts["ambiguous_entity_names"] = linker.ambiguous
         return ConversationDataset(
             name=self.name, kg=kg, splits=splits, counters=counters, item_titles=titles
         )
@@ -192,6 +277,7 @@ class RedialReader(ConversationReader):
         raw: Any,
         graph: _KGSFGraph,
         catalogue_titles: dict[int, str],
+        linker: EntityLinker | None,
         path: Path,
         line: int,
         counts: Counter[str],
@@ -248,28 +334,41 @@ class RedialReader(ConversationReader):
 
         turns = []
         for role, texts in grouped:
-            text, items, mentions = _resolve_mentions(
-                " ".join(texts), graph.movie_entity, mentioned, catalogue_titles, counts
+            text, items, entities, mentions = _resolve_mentions(
+                " ".join(texts), graph.movie_entity, mentioned, catalogue_titles, linker, counts
             )
-            turns.append(Turn(role=role, text=text, items=items, mentions=mentions))
+            turns.append(
+                Turn(role=role, text=text, items=items, entities=entities, mentions=mentions)
+            )
         return Dialogue(id=str(conversation_id), turns=tuple(turns))
 
 
 def _resolve_mentions(
     raw_text: str,
-    movie_entity: dict[int, int],
+    movie_entity: Mapping[int, int],
     mentioned: dict[str, Any],
-    catalogue_titles: dict[int, str],
+    catalogue_titles: Mapping[int, str],
+    linker: EntityLinker | None,
     counts: Counter[str],
-) -> tuple[str, tuple[int, ...], tuple[Mention, ...]]:
-    """Replace each `@<movie id>` by its title, recording the span of linked items."""
+) -> tuple[str, tuple[int, ...], tuple[int, ...], tuple[Mention, ...]]:
+    """Replace each `@<movie id>` by its title, recording the span of linked items, and
+    link the entities named in the text between the mentions (when `linker` is given)."""
     pieces: list[str] = []
     items: list[int] = []
+    entities: dict[int, None] = {}  # ordered set
     mentions: list[Mention] = []
     length = 0
     last = 0
+
+    def link(piece: str) -> None:
+        if linker is not None and piece:
+            found = linker.matches(piece)
+            counts["linked_entity_mentions"] += len(found)
+            entities.update((entity, None) for entity, _, _ in found)
+
     for match in MOVIE_MENTION.finditer(raw_text):
         before = raw_text[last : match.start()]
+        link(before)
         pieces.append(before)
         length += len(before)
         movie = parse_id(match.group(1))
@@ -290,5 +389,6 @@ def _resolve_mentions(
         pieces.append(title)
         length += len(title)
         last = match.end()
+    link(raw_text[last:])
     pieces.append(raw_text[last:])
-    return "".join(pieces), tuple(items), tuple(mentions)
+    return "".join(pieces), tuple(items), tuple(entities), tuple(mentions)
