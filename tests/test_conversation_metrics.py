@@ -64,3 +64,12 @@ def test_in_response_metrics_equal_the_recommender_when_every_slot_is_its_rankin
         assert inner[f"rer@{k}"] == pytest.approx(expected)
         assert inner[f"mismatch@{k}"] == 0.0 or expected == 0.0
     assert 0.0 < inner["recommender_recall@50"] <= 1.0
+
+
+def test_a_catalogue_smaller_than_a_cutoff_is_measured_at_the_cutoffs_it_has():
+    small = RecTask(load_dataset("demo", use_cache=False, num_movies=30, num_dialogues=60))
+    assert 10 < small.num_items < 50
+    inner = conversation_metrics(FixedRanking(ModelConfig(), small), small, progress=False)[
+        "in_response"
+    ]
+    assert "mismatch@10" in inner and "mismatch@50" not in inner

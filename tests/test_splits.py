@@ -194,3 +194,15 @@ def test_a_dataset_without_test_needs_a_test_fraction(tmp_path):
     assert result.exit_code == 0, result.output
     held_out = json.loads((run / "metrics.json").read_text())["held_out"]
     assert {s: h["dialogues"] for s, h in held_out.items()} == {"test": 6, "valid": 3}
+
+
+def test_the_shared_layout_without_a_training_file_says_which_option_names_one(tmp_path):
+    root = tiny_redial(tmp_path / "r")
+    (root / "test_data.jsonl").rename(root / "valid_data.jsonl")
+    args = ["train", "--model", "kbrd", "--dataset", "redial", "--data-dir", str(root)]
+    run = tmp_path / "run"
+    result = runner.invoke(app, [*args, "--run-dir", str(run), "data.test_fraction=0.2"])
+    assert result.exit_code == 2, result.output
+    assert "has no training split (read: valid <- valid_data.jsonl)" in result.stderr
+    assert "data.options.split_files.train=FILE" in result.stderr
+    assert not run.exists()

@@ -119,7 +119,8 @@ def conversation_metrics(
             TurnPrediction(gold=samples[i].response_items, predictions=replies[i].candidates)
             for i in with_items
         ]
-        in_response = in_response_metrics(turns, ks=KS)
+        ks = cutoffs(task)  # a catalogue of 30 items has no recall@50
+        in_response = in_response_metrics(turns, ks=ks)
         recall = recommender_recall(model, task, [samples[i] for i in with_items])
         metrics["in_response"] = {
             "turns": len(turns),
@@ -127,7 +128,7 @@ def conversation_metrics(
             **{f"recommender_{k}": v for k, v in recall.items()},
             **{
                 f"mismatch@{k}": mismatch(recall[f"recall@{k}"], in_response[f"rer@{k}"])
-                for k in KS
+                for k in ks
             },
         }
     metrics["examples"] = [
