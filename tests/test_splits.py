@@ -206,3 +206,10 @@ def test_the_shared_layout_without_a_training_file_says_which_option_names_one(t
     assert "has no training split (read: valid <- valid_data.jsonl)" in result.stderr
     assert "data.options.split_files.train=FILE" in result.stderr
     assert not run.exists()
+
+
+def test_lm_pretraining_needs_training_dialogues_and_says_how_to_name_them(tmp_path):
+    root = tiny_redial(tmp_path / "r")  # test_data.jsonl only
+    result = runner.invoke(app, ["lm", "pretrain", "--dataset", "redial", "--data-dir", str(root)])
+    assert result.exit_code == 2, result.output
+    assert "has no training dialogues to pre-train an LM on (it has test)" in result.stderr

@@ -21,7 +21,7 @@ from convrec.data.schema import ConversationDataset
 from convrec.data.stats import StatsTable, dataset_stats
 from convrec.serving.terminal import terminal_safe
 
-# Model and training imports (torch-geometric, sentence-transformers) take seconds; the
+# Model and training imports (transformers, sentence-transformers) take seconds; the
 # commands that need them import them, so `convrec data ...` stays quick.
 
 app = typer.Typer(

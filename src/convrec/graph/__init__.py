@@ -1,1 +1,1 @@
-"""Graph encoders over the knowledge graph (torch-geometric)."""
+"""Graph encoders over the knowledge graph."""
