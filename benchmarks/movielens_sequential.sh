@@ -13,18 +13,10 @@ set -euo pipefail
 data=${1:-../shared/data/movielens-100k}
 runs=${2:-runs/movielens-sequential}
 here=$(dirname "$0")
-
-run() {  # run NAME MODEL SEED [override ...]
-    local name=$1 model=$2 seed=$3
-    shift 3
-    if [[ -f $runs/$name/metrics.json ]]; then
-        echo "$name: done, skipped"
-        return
-    fi
-    python "$here/train_time.py" --model "$model" --dataset movielens-100k --data-dir "$data" \
-        --seed "$seed" --run-dir "$runs/$name" \
-        --out "$here/results/movielens_train_time.json" "$@"
-}
+dataset=movielens-100k
+times=$here/results/movielens_train_time.json
+# shellcheck source=benchmarks/sweep.sh
+source "$here/sweep.sh"
 
 run popularity popularity 0
 for seed in 0 1; do

@@ -9,24 +9,16 @@
 # skipped, so an interrupted sweep continues where it stopped.
 #   bash benchmarks/redial_baselines.sh [DATA_DIR] [RUNS_DIR]
 # With ReDial as published (train_data.jsonl + test_data.jsonl + kgsf/): point DATA_DIR at
-# it and drop the two data.* overrides of `layout` (validation is then held out of train).
+# it and drop the two data.* `overrides` (validation is then held out of train).
 set -euo pipefail
 data=${1:-../shared/data/redial}
 runs=${2:-runs/redial-baselines}
 here=$(dirname "$0")
-layout=(data.options.split_files.train=valid_data.jsonl data.test_fraction=0.2)
-
-run() {  # run NAME MODEL SEED [override ...]
-    local name=$1 model=$2 seed=$3
-    shift 3
-    if [[ -f $runs/$name/metrics.json ]]; then
-        echo "$name: done, skipped"
-        return
-    fi
-    python "$here/train_time.py" --model "$model" --dataset redial --data-dir "$data" \
-        --seed "$seed" --run-dir "$runs/$name" \
-        --out "$here/results/redial_train_time.json" "${layout[@]}" "$@"
-}
+dataset=redial
+times=$here/results/redial_train_time.json
+overrides=(data.options.split_files.train=valid_data.jsonl data.test_fraction=0.2)
+# shellcheck source=benchmarks/sweep.sh
+source "$here/sweep.sh"
 
 run popularity popularity 0
 run repeat repeat 0

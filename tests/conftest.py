@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+
+from convrec.data.kg import KnowledgeGraph
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
@@ -17,6 +20,28 @@ def shared_dataset(name: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"real data not available: {path} does not exist")
     return path
+
+
+def random_kg(
+    seed: int = 0, entities: int = 60, relations: int = 6, triples: int = 900
+) -> KnowledgeGraph:
+    """Uniformly random (head, relation, tail) triples, every third entity an item;
+    Freebase-style names (`m.07`, `r.type.rel2`). Duplicates and self-edges can occur."""
+    rng = np.random.default_rng(seed)
+    spo = np.stack(
+        [
+            rng.integers(0, entities, triples),
+            rng.integers(0, relations, triples),
+            rng.integers(0, entities, triples),
+        ],
+        axis=1,
+    )
+    return KnowledgeGraph(
+        [f"m.{i:02d}" for i in range(entities)],
+        [f"r.type.rel{r}" for r in range(relations)],
+        spo,
+        items=range(0, entities, 3),
+    )
 
 
 @pytest.fixture(autouse=True)

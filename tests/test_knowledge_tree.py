@@ -25,7 +25,7 @@ from convrec.graph.knowledge_tree import (
 )
 from convrec.text.templates import RELATION_TEMPLATES, TEST_TEMPLATE, TRAIN_TEMPLATES
 from convrec.text.tokenizer import bundled_bpe_files
-from tests.conftest import shared_dataset
+from tests.conftest import random_kg, shared_dataset
 
 T, IT, L1, L2, P = (
     TokenKind.MPP_TEXT,
@@ -225,24 +225,6 @@ def test_t5_two_layers_spread_information_only_along_tree_paths():
 
 
 # -- sampling triples -------------------------------------------------------------------------
-
-
-def random_kg(seed: int = 0, entities: int = 60, relations: int = 6, triples: int = 900):
-    rng = np.random.default_rng(seed)
-    spo = np.stack(
-        [
-            rng.integers(0, entities, triples),
-            rng.integers(0, relations, triples),
-            rng.integers(0, entities, triples),
-        ],
-        axis=1,
-    )
-    return KnowledgeGraph(
-        [f"m.{i:02d}" for i in range(entities)],
-        [f"r.type.rel{r}" for r in range(relations)],
-        spo,
-        items=range(0, entities, 3),
-    )
 
 
 def reference_choices(kg: KnowledgeGraph, head: int, exclude: int) -> dict[int, list[int]]:

@@ -15,21 +15,7 @@ from torch_geometric.nn import RGCNConv
 from convrec.data.datasets import load_dataset
 from convrec.data.kg import KGEdges, KnowledgeGraph
 from convrec.graph.rgcn import GraphSettings, RelationalGraphConv
-from tests.conftest import PROJECT_ROOT, shared_dataset
-
-
-def random_graph(num_entities: int, num_relations: int, num_triples: int, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    triples = np.stack(
-        [
-            rng.integers(0, num_entities, num_triples),
-            rng.integers(0, num_relations, num_triples),
-            rng.integers(0, num_entities, num_triples),
-        ],
-        axis=1,
-    )
-    names = [f"e{i}" for i in range(num_entities)]
-    return KnowledgeGraph(names, [f"r{i}" for i in range(num_relations)], triples, [0, 1])
+from tests.conftest import PROJECT_ROOT, random_kg, shared_dataset
 
 
 def assert_same_as_rgcnconv(edges: KGEdges, num_nodes: int, dim: int, bases: int) -> None:
@@ -58,7 +44,7 @@ def assert_same_as_rgcnconv(edges: KGEdges, num_nodes: int, dim: int, bases: int
 def test_equals_rgcnconv_on_a_small_graph(inverse):
     # 7 relations over 40 nodes: parallel edges of several relations between one pair,
     # relations without edges, nodes without in-edges.
-    kg = random_graph(40, 7, 150)
+    kg = random_kg(entities=40, relations=7, triples=150)
     edges = kg.edges(inverse=inverse, self_loops=inverse != "none")
     assert_same_as_rgcnconv(edges, kg.num_entities, dim=12, bases=3)
 
@@ -70,7 +56,7 @@ def test_equals_rgcnconv_on_the_inspired_kg():
 
 
 def test_loads_an_rgcnconv_state_dict_and_keeps_the_graph_out_of_it():
-    kg = random_graph(30, 4, 80)
+    kg = random_kg(entities=30, relations=4, triples=80)
     edges = kg.edges(inverse="same", self_loops=True)
     layer = RelationalGraphConv(edges, kg.num_entities, 8, 8, 2)
     reference = RGCNConv(8, 8, edges.num_relations, num_bases=2)
@@ -105,14 +91,11 @@ SCALE_GUARD = textwrap.dedent(
     import json, resource, sys
     cap = 6 << 30
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-    import numpy as np, torch
-    from convrec.data.kg import KnowledgeGraph
+    import torch
     from convrec.graph.rgcn import GraphSettings, RelationalGraphConv
-    n, r, t = 64_362, 214, 165_696
-    rng = np.random.default_rng(0)
-    heads = rng.integers(0, n, t)
-    triples = np.stack([heads, rng.integers(0, r, t), rng.integers(0, n, t)], axis=1)
-    kg = KnowledgeGraph([f"e{i}" for i in range(n)], [f"r{i}" for i in range(r)], triples, [0])
+    from tests.conftest import random_kg
+    n = 64_362
+    kg = random_kg(entities=n, relations=214, triples=165_696)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     layer = RelationalGraphConv.for_graph(kg, GraphSettings(num_bases=8), 128)
     x = torch.nn.Parameter(torch.randn(n, 128))

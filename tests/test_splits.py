@@ -76,8 +76,9 @@ def test_splits_that_exist_are_never_touched():
 
 def test_a_hold_out_without_a_training_split_says_which_option_names_one(train_only):
     test_only = dataclasses.replace(train_only, splits={"test": train_only.splits["train"]})
-    with pytest.raises(ValueError, match=r"data\.options\.split_files\.train=FILE"):
-        HoldOut().apply(test_only)
+    for holdout in (HoldOut(), HoldOut(valid_fraction=0.0)):  # whether or not one is carved
+        with pytest.raises(ValueError, match=r"data\.options\.split_files\.train=FILE"):
+            holdout.apply(test_only)
 
 
 @pytest.mark.parametrize(
@@ -203,7 +204,7 @@ def test_the_shared_layout_without_a_training_file_says_which_option_names_one(t
     run = tmp_path / "run"
     result = runner.invoke(app, [*args, "--run-dir", str(run), "data.test_fraction=0.2"])
     assert result.exit_code == 2, result.output
-    assert "has no training split (read: valid <- valid_data.jsonl)" in result.stderr
+    assert "dataset 'redial' has no training split (it has valid)" in result.stderr
     assert "data.options.split_files.train=FILE" in result.stderr
     assert not run.exists()
 
@@ -212,4 +213,5 @@ def test_lm_pretraining_needs_training_dialogues_and_says_how_to_name_them(tmp_p
     root = tiny_redial(tmp_path / "r")  # test_data.jsonl only
     result = runner.invoke(app, ["lm", "pretrain", "--dataset", "redial", "--data-dir", str(root)])
     assert result.exit_code == 2, result.output
-    assert "has no training dialogues to pre-train an LM on (it has test)" in result.stderr
+    assert "dataset 'redial' has no training split (it has test)" in result.stderr
+    assert "data.options.split_files.train=FILE" in result.stderr

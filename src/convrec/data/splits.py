@@ -54,16 +54,17 @@ class HoldOut:
         self, dataset: ConversationDataset
     ) -> tuple[ConversationDataset, dict[str, dict[str, Any]]]:
         """The dataset with its missing splits carved from train, and what was carved
-        ({split: {carved_from, fraction, seed, dialogues}}; empty when nothing was)."""
+        ({split: {carved_from, fraction, seed, dialogues}}; empty when nothing was).
+        A dataset without a training split is refused, whatever is missing."""
+        if "train" not in dataset.splits:  # nothing to train on, nor to hold out of
+            raise ValueError(
+                f"dataset {dataset.name!r} has no training split (it has "
+                f"{', '.join(dataset.splits)}); a run names the file to train on with "
+                "data.options.split_files.train=FILE"
+            )
         wanted = self.missing(dataset)
         if not wanted:
             return dataset, {}
-        if "train" not in dataset.splits:
-            raise ValueError(
-                f"dataset {dataset.name!r} has no training split to hold "
-                f"{' and '.join(wanted)} dialogues out of (it has {sorted(dataset.splits)}); "
-                "name the file to train on with data.options.split_files.train=FILE"
-            )
         train = dataset.splits["train"]
         order = np.random.default_rng(self.seed).permutation(len(train))
         splits = dict(dataset.splits)

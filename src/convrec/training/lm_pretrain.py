@@ -129,12 +129,6 @@ def _load(source: CorpusSource) -> tuple[ConversationDataset, str]:
     dataset = reader.load()
     if not isinstance(dataset, ConversationDataset):
         raise ValueError(f"dataset {source.name!r} has no dialogues to pre-train an LM on")
-    if "train" not in dataset.splits:
-        raise ValueError(
-            f"dataset {source.name!r} has no training dialogues to pre-train an LM on (it has "
-            f"{', '.join(dataset.splits)}); a run names the file with "
-            "data.options.split_files.train=FILE and pre-trains its LM itself"
-        )
     dataset, held_out = source.holdout.apply(dataset)
     return dataset, source.holdout.fingerprint(reader.cache_key(), held_out)
 

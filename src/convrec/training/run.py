@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 from convrec.config import RunConfig
 from convrec.data.datasets import get_reader
-from convrec.data.datasets.base import ConversationReader, Dataset
+from convrec.data.datasets.base import Dataset
 from convrec.data.errors import DataFormatError
 from convrec.data.files import write_atomic
 from convrec.data.jsonl import read_json
@@ -88,13 +88,6 @@ def build_task(config: RunConfig) -> BuiltTask:
     data_fingerprint = reader.cache_key()
     carved: dict[str, dict[str, Any]] = {}
     if isinstance(dataset, ConversationDataset):
-        if "train" not in dataset.splits:
-            paths = reader.split_paths() if isinstance(reader, ConversationReader) else {}
-            files = ", ".join(f"{split} <- {path.name}" for split, path in paths.items())
-            raise EmptySplitError(
-                f"dataset {config.dataset!r} has no training split (read: {files or 'nothing'}); "
-                "name the file to train on with data.options.split_files.train=FILE"
-            )
         holdout = config.data.holdout()
         dataset, carved = holdout.apply(dataset)
         data_fingerprint = holdout.fingerprint(data_fingerprint, carved)
