@@ -34,7 +34,12 @@ from convrec.training.run import train
 ROWS: dict[str, tuple[str, list[str]]] = {
     "full": ("STEP (K=32, prefix 10)", []),
     "no-curriculum": ("w/o curriculum", ["model.curriculum.mode=none"]),
-    "no-contrastive": ("w/o contrastive warm-up", ["model.curriculum.contrastive=false"]),
+    # The whole run without InfoNCE and the margin loss (this row was once mislabelled
+    # "w/o contrastive warm-up").
+    "no-contrastive": ("w/o contrastive losses", ["model.curriculum.contrastive=false"]),
+    # Only the contrastive-only first F-Former epoch removed: triplet from the start,
+    # auxiliary one epoch later, contrastive throughout (default boundaries: [1, 2]).
+    "no-warmup": ("w/o contrastive warm-up", ["model.curriculum.boundaries=[0,1]"]),
     "no-triplet": ("w/o triplet", ["model.curriculum.triplet=false"]),
     "no-auxiliary": ("w/o auxiliary", ["model.curriculum.auxiliary=false"]),
     "queries-16": ("queries 16", ["model.n_queries=16"]),
@@ -42,6 +47,11 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "prefix-16": ("prefix 16", ["model.n_prefix_rec=16"]),
 }
 PRECISIONS = ("bfloat16", "float32")
+BACKBONES = {
+    "encoder": "Recommender on the pretrained encoder (all-MiniLM-L6-v2 under deep prompts)",
+    "lm": "Recommender on the compact LM (GPT-2 4 x 256 trained from scratch) with the earlier "
+    "defaults (pre-training on the context before the turn, items only)",
+}
 METRICS = ("recall@1", "recall@10", "recall@50", "ndcg@10", "mrr@10")
 RESULTS = Path("benchmarks/results")
 RECORD = RESULTS / "step_ablations.json"
@@ -52,8 +62,14 @@ def load_record() -> list[dict]:
     return json.loads(RECORD.read_text())["runs"] if RECORD.is_file() else []
 
 
-def recorded(runs: list[dict], row: str, seed: int, precision: str) -> bool:
-    return any((r["row"], r["seed"], r["lm_precision"]) == (row, seed, precision) for r in runs)
+def backbone(run: dict) -> str:
+    """The recommender's backbone of a recorded run (runs before the encoder default: lm)."""
+    return run.get("rec_backbone", "lm")
+
+
+def recorded(runs: list[dict], row: str, seed: int, precision: str, rec_backbone: str) -> bool:
+    key = (row, seed, precision, rec_backbone)
+    return any((r["row"], r["seed"], r["lm_precision"], backbone(r)) == key for r in runs)
 
 
 def test_metrics(metrics: dict, protocol: str) -> dict[str, float]:
@@ -63,10 +79,12 @@ def test_metrics(metrics: dict, protocol: str) -> dict[str, float]:
     raise KeyError(f"{metrics.get('run')}: no step result under {protocol}")
 
 
-def run_one(row: str, seed: int, precision: str, data_dir: str, root: Path) -> None:
-    if recorded(load_record(), row, seed, precision):
+def run_one(
+    row: str, seed: int, precision: str, rec_backbone: str, data_dir: str, root: Path
+) -> None:
+    if recorded(load_record(), row, seed, precision, rec_backbone):
         return
-    run_dir = root / f"{row}-{precision}-s{seed}"
+    run_dir = root / f"{row}-{rec_backbone}-{precision}-s{seed}"
     metrics_path = run_dir / "metrics.json"
     if metrics_path.is_file() and "test" in json.loads(metrics_path.read_text()):
         metrics = json.loads(metrics_path.read_text())
@@ -74,6 +92,7 @@ def run_one(row: str, seed: int, precision: str, data_dir: str, root: Path) -> N
         overrides = [
             "model.conversation=false",
             f"model.lm_precision={precision}",
+            f"model.rec_backbone={rec_backbone}",
             f"seed={seed}",
             *ROWS[row][1],
         ]
@@ -88,6 +107,7 @@ def run_one(row: str, seed: int, precision: str, data_dir: str, root: Path) -> N
             "row": row,
             "seed": seed,
             "lm_precision": precision,
+            "rec_backbone": rec_backbone,
             "standard": test_metrics(metrics, "standard"),
             "strict": test_metrics(metrics, "strict"),
             # the epochs' training time from the history: right for resumed runs too
@@ -103,7 +123,7 @@ def summary(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
-def table(runs: list[dict], precision: str) -> list[str]:
+def table(runs: list[dict], precision: str, rec_backbone: str) -> list[str]:
     lines = [
         "| variant | seeds | R@1 | R@10 | R@50 | NDCG@10 | MRR@10 | strict R@10 | strict R@50 "
         "| epoch train min |",
@@ -111,7 +131,13 @@ def table(runs: list[dict], precision: str) -> list[str]:
     ]
     for row, (label, _) in ROWS.items():
         rows = sorted(
-            (r for r in runs if r["row"] == row and r["lm_precision"] == precision),
+            (
+                r
+                for r in runs
+                if r["row"] == row
+                and r["lm_precision"] == precision
+                and backbone(r) == rec_backbone
+            ),
             key=lambda r: r["seed"],
         )
         if not rows:
@@ -132,9 +158,11 @@ def report() -> str:
         "Epoch train min: the training epochs' wall time (no validation or test), under "
         "whatever else the 2-core machine ran at the time (some runs shared it).",
     ]
-    for precision in PRECISIONS:
-        if any(r["lm_precision"] == precision for r in runs):
-            lines += ["", f"Frozen LM in {precision}:", "", *table(runs, precision)]
+    for rec_backbone, name in BACKBONES.items():
+        for precision in PRECISIONS:
+            if any(r["lm_precision"] == precision and backbone(r) == rec_backbone for r in runs):
+                heading = f"{name}, frozen backbones in {precision}:"
+                lines += ["", heading, "", *table(runs, precision, rec_backbone)]
     text = "\n".join(lines) + "\n"
     (RESULTS / "step_ablations.md").write_text(text)
     return text
@@ -147,12 +175,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
     parser.add_argument("--lm-precision", choices=PRECISIONS, default="bfloat16")
+    parser.add_argument("--rec-backbone", choices=list(BACKBONES), default="encoder")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
     if not args.report_only:
         for row in args.rows:  # a row's seeds together: finished rows are complete rows
             for seed in args.seeds:
-                run_one(row, seed, args.lm_precision, args.data_dir, args.runs)
+                run_one(row, seed, args.lm_precision, args.rec_backbone, args.data_dir, args.runs)
                 print(report(), flush=True)
     print(report())
 

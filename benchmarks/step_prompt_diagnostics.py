@@ -28,7 +28,7 @@ def main() -> None:
     batch = model.collate(task.eval_samples("valid")[: args.samples])
     with torch.no_grad():
         out, _ = model.rec_side(batch, model._token_states(batch))
-        z = out.queries
+        z = model.rec_side.prompt(out)  # what the prefix reads (model.prompt_queries)
         prompt = torch.cat([model.rec_prefix(z.shape[0]), z], dim=1)
         keys = torch.stack([key for key, _ in model.rec_projection(prompt)])
         scores = model.recommend(batch)
@@ -37,6 +37,7 @@ def main() -> None:
         def without_z(batch, token_states):
             fused, table = encode(batch, token_states)
             fused.queries = torch.zeros_like(fused.queries)
+            fused.raw_queries = torch.zeros_like(fused.raw_queries)
             return fused, table
 
         model.rec_side.forward = without_z

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from convrec.alignment import (
+from convrec.prompting.alignment import (
     auxiliary_loss,
     contrastive_loss,
     margin_loss,
@@ -165,3 +165,38 @@ def test_auxiliary_loss_orthogonal_identical_opposite():
     assert torch.allclose(loss, torch.tensor([1.0, 0.0, 2.0]), atol=1e-6)
     loss.sum().backward()
     _assert_finite_grad(queries_mean)
+
+
+def test_samples_of_one_context_are_not_each_others_negatives():
+    """Rows 0 and 1 are one context with two target items: each is dropped from the other's
+    negatives in InfoNCE (also from its label smoothing), the margin and the triplet loss."""
+    similarity = torch.tensor([[2.0, 1.9, 0.5], [1.9, 2.0, 0.3], [0.4, 0.2, 1.0]])
+    group = torch.tensor([0, 0, 1])
+    same = group[:, None] == group
+    loss = contrastive_loss(similarity, 0.1, same)
+    # row 0 sees columns {0, 2}; column 0 sees rows {0, 2}
+    expected = (
+        _smoothed_cross_entropy([2.0, 0.5], 0, 0.1) + _smoothed_cross_entropy([2.0, 0.4], 0, 0.1)
+    ) / 2
+    assert loss[0].item() == pytest.approx(expected, rel=1e-5)
+    # a context's own pair no longer matters at all
+    moved = similarity.clone()
+    moved[0, 1] = moved[1, 0] = 50.0
+    assert torch.allclose(contrastive_loss(moved, 0.1, same), loss)
+    assert torch.allclose(margin_loss(moved, 0.1, same), margin_loss(similarity, 0.1, same))
+    assert margin_loss(moved, 0.1)[0] > margin_loss(moved, 0.1, same)[0]
+    # without a grouping, the old in-batch behaviour is unchanged
+    plain = contrastive_loss(similarity, 0.1)
+    assert plain[2].item() == pytest.approx(
+        (
+            _smoothed_cross_entropy([0.4, 0.2, 1.0], 2, 0.1)
+            + _smoothed_cross_entropy([0.5, 0.3, 1.0], 2, 0.1)
+        )
+        / 2,
+        rel=1e-5,
+    )
+    queries = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    items = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
+    ids = torch.tensor([7, 8, 9])
+    assert triplet_loss(queries, items, ids, 0.1, True, same)[0] == 0
+    assert triplet_loss(queries, items, ids, 0.1, True)[0] > 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from convrec.curriculum import CurriculumConfig, LossWeights, curriculum_weights
+from convrec.prompting.curriculum import CurriculumConfig, LossWeights, curriculum_weights
 
 
 def _weights(config: CurriculumConfig, epoch: int) -> tuple[float, float, float, float]:

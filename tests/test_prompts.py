@@ -6,14 +6,8 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from convrec.prompts import (
-    Prefix,
-    PrefixLM,
-    PrefixProjection,
-    SemanticFusion,
-    TaskPrefix,
-    lm_shape,
-)
+from convrec.prompting.lm import PrefixLM, lm_shape
+from convrec.prompting.prefix import Prefix, PrefixProjection, SemanticFusion, TaskPrefix
 
 
 def tiny_lm() -> GPT2LMHeadModel:

@@ -3,7 +3,12 @@ from __future__ import annotations
 import pytest
 
 from convrec.data.kg import KnowledgeGraph
-from convrec.data.samples import build_conv_samples, build_rec_samples, render_response
+from convrec.data.samples import (
+    build_conv_samples,
+    build_pretrain_samples,
+    build_rec_samples,
+    render_response,
+)
 from convrec.data.schema import Dialogue, Mention, Turn
 
 # entities: 0 genre, 1 person, 2..5 movies (items)
@@ -61,6 +66,23 @@ def test_new_items_only_drops_targets_repeated_from_context():
     strict = build_rec_samples([DIALOGUE], new_items_only=True)
     # M3 (turn 2) was said at turn 1; M2 and M5 (turn 4) at turns 0 and 3.
     assert targets(strict) == [(2, 4)]
+
+
+def test_pretraining_as_released_reads_the_turn_and_predicts_its_movies_and_entities():
+    samples = build_pretrain_samples([DIALOGUE])
+    # every turn of either role after the first: its movies, then its other entities
+    assert targets(samples) == [(1, 3), (1, 0), (2, 4), (2, 3), (3, 5), (3, 1), (4, 2), (4, 5)]
+    turn_1 = samples[0]
+    assert turn_1.context_turns == DIALOGUE.turns[:2]  # the context and the turn itself
+    assert turn_1.context_entities == (2,)  # entities of the earlier turns only
+
+
+def test_pretraining_as_the_paper_describes_it_reads_the_context_before_the_turn():
+    samples = build_pretrain_samples([DIALOGUE], with_response=False, targets="items")
+    assert targets(samples) == targets(build_rec_samples([DIALOGUE], turns="all"))
+    assert samples[0].context_turns == DIALOGUE.turns[:1]
+    with pytest.raises(ValueError, match="targets must be"):
+        build_pretrain_samples([DIALOGUE], targets="everything")  # type: ignore[arg-type]
 
 
 def test_all_turns():

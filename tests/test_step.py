@@ -4,6 +4,7 @@ prefixes, recommendation-only runs, and a full demo run that evaluates, chats an
 from __future__ import annotations
 
 import itertools
+import math
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,8 @@ from convrec.config import TrainConfig, resolve_config
 from convrec.data.datasets import load_dataset
 from convrec.data.samples import build_conv_samples
 from convrec.data.tasks import RecTask
-from convrec.fformer import FFormer
 from convrec.models.step import STEP, STEPConfig
+from convrec.prompting.fformer import FFormer
 from convrec.serving.session import ChatSession
 from convrec.training.run import load_run, train
 from convrec.training.trainer import Trainer
@@ -159,7 +160,8 @@ def test_the_recommendation_prefix_is_p_rec_then_the_fused_queries(
     model.recommend(batch)
     model.rec_prefix_on.fill_(True)
     model.recommend(batch)
-    assert seen == [(4, 3, 32), (4, 2 + 3, 32)]  # pretraining: Z only; then [P_rec ; Z]
+    width = model.rec_hidden  # the prompted encoder (MiniLM: 384)
+    assert seen == [(4, 3, width), (4, 2 + 3, width)]  # pretraining: Z only; then [P_rec ; Z]
 
 
 def test_raw_prompt_queries_are_the_unnormalised_branch_outputs(checkpoint, task) -> None:
@@ -170,8 +172,12 @@ def test_raw_prompt_queries_are_the_unnormalised_branch_outputs(checkpoint, task
     # Z averages two unit vectors; the raw outputs keep their own lengths.
     assert (out.queries.norm(dim=-1) <= 1 + 1e-5).all()
     assert not torch.allclose(out.raw_queries.norm(dim=-1), out.queries.norm(dim=-1))
-    assert torch.equal(model._prompt_queries(out), out.raw_queries)
-    assert torch.equal(make(checkpoint, task)._prompt_queries(out), out.queries)
+    assert torch.equal(model.rec_side.prompt(out), out.raw_queries)
+    assert torch.equal(make(checkpoint, task).rec_side.prompt(out), out.queries)
+    scaled_model = make(checkpoint, task, prompt_queries="scaled")
+    scaled = scaled_model.rec_side
+    assert torch.allclose(scaled.prompt(out), out.queries * math.sqrt(scaled_model.rec_hidden))
+    assert scaled.query_scale.requires_grad
 
 
 def test_the_conversation_prefix_is_an_input_embedding_prefix(checkpoint, task) -> None:
@@ -179,6 +185,30 @@ def test_the_conversation_prefix_is_an_input_embedding_prefix(checkpoint, task) 
     prefix = model._conv_prompt(model.collate(task.train[:4]))
     assert prefix.key_values is None
     assert prefix.embeds.shape == (4, 2 + 3, 32)  # P_conv ; LayerNorm(Linear(Z))
+
+
+def test_the_conversation_prefix_starts_at_the_scale_of_the_lms_token_embeddings(
+    checkpoint, task
+) -> None:
+    model = make(checkpoint, task).eval()
+    prefix = model._conv_prompt(model.collate(task.train[:4]))
+    queries = prefix.embeds[:, model.config.n_prefix_conv :]
+    tokens = model.backbone.lm.get_input_embeddings().weight.norm(dim=1).mean()
+    assert queries.norm(dim=-1).mean().item() == pytest.approx(tokens.item(), rel=0.05)
+
+
+def test_the_bce_loss_weighs_the_positive_as_much_as_all_negatives(checkpoint, task) -> None:
+    model = make(checkpoint, task, rec_loss="bce", conversation=False).eval()
+    batch = model.with_targets(task.train[:4])
+    model._phase_weight = 0.0  # L_rec only
+    with torch.no_grad():
+        loss = model.recommendation_loss(batch)
+        user, table = model._user(batch)
+    scores = user @ table.T
+    target = scores.gather(1, batch["target_entities"][:, None])[:, 0]
+    softplus = torch.nn.functional.softplus
+    negatives = (softplus(scores).sum(1) - softplus(target)) / (scores.shape[1] - 1)
+    assert torch.allclose(loss, softplus(-target) + negatives, atol=1e-4)
 
 
 def test_training_moves_prompts_never_the_frozen_lm_and_bce_works(

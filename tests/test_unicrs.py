@@ -84,13 +84,14 @@ def test_checkpoints_hold_only_the_prompt_side(model) -> None:
     model.load_state_dict(model.state_dict(), strict=True)
 
 
-def test_recommendation_stage_starts_both_prompts_from_the_pretrained_one(model) -> None:
-    with torch.no_grad():
-        model.rec_prompt.tokens.proj.weight.add_(1.0)
+def test_recommendation_stage_turns_the_rec_prefix_on(model) -> None:
     stages = {s.name: s for s in model.stages()}
     assert [s.name for s in model.stages()] == ["pretrain", "recommend", "converse"]
+    before = model.conv_prompt.tokens.proj.weight.detach().clone()
     stages["recommend"].begin()
-    assert torch.equal(model.conv_prompt.tokens.proj.weight, model.rec_prompt.tokens.proj.weight)
+    assert bool(model.rec_prefix_on)
+    # The conversation prompt is sized for the LM, the pre-trained one for the encoder.
+    assert torch.equal(model.conv_prompt.tokens.proj.weight, before)
     assert stages["converse"].higher_is_better is False
 
 
@@ -166,3 +167,58 @@ def test_unicrs_run_with_the_pretrained_lm_evaluates_and_chats(tmp_path) -> None
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("recommends:") == 3
+
+
+def test_the_recommender_steers_the_frozen_encoder_with_deep_prompts(model, task) -> None:
+    """Default backbone: MiniLM under per-layer key/value prompts; its weights never train
+    and never enter checkpoints, and the prompt moves its output."""
+    assert model.config.rec_backbone == "encoder"
+    assert model.rec_encoder.model is model.encoder.transformer  # one copy of the weights
+    assert (model.rec_layers, model.rec_hidden) == (6, 384)
+    assert not any(k.startswith("rec_encoder.") for k in model.state_dict())
+    batch = model.with_targets(task.train[:4])
+    model.entity_loss(batch).sum().backward()
+    assert all(p.grad is None for p in model.encoder.parameters())
+    assert model.rec_prompt.prefix.proj.weight.grad.abs().sum() > 0
+    user, _ = model._user(batch)
+    with torch.no_grad():
+        model.rec_prompt.prefix.proj.bias.add_(1.0)
+    assert not torch.allclose(model._user(batch)[0], user)
+
+
+def test_a_masked_out_prefix_leaves_the_encoder_as_it_was(model, task) -> None:
+    """Tokens keep the positions of the unprompted encoder: a prefix nobody may attend to
+    gives exactly the sentence encoder's own token states."""
+    batch = model.collate(task.train[:3])
+    prefix, _ = model._rec_prompt(batch)
+    prefix.kv_mask = torch.zeros_like(prefix.kv_mask)
+    prompted = model.rec_encoder.hidden_states(batch["text_ids"], batch["text_mask"], prefix)
+    with torch.no_grad():
+        plain = model.encoder.transformer(
+            input_ids=batch["text_ids"], attention_mask=batch["text_mask"]
+        ).last_hidden_state
+    real = batch["text_mask"].bool()
+    assert torch.allclose(prompted[real], plain[real], atol=1e-5)
+
+
+def test_an_lm_backbone_recommends_from_the_lms_last_state(checkpoint, task) -> None:
+    """The papers' setting (DialoGPT by path): the rec prompt is sized for the LM, and the
+    conversation prompt starts from the pre-trained one."""
+    torch.manual_seed(0)
+    model = UniCRS(UniCRSConfig(lm=str(checkpoint), rec_backbone="lm", **SMALL), task)
+    assert not hasattr(model, "rec_encoder") and model.rec_hidden == model.hidden
+    with torch.no_grad():
+        model.rec_prompt.tokens.proj.weight.add_(1.0)
+    stages = {s.name: s for s in model.stages()}
+    stages["recommend"].begin()
+    assert torch.equal(model.conv_prompt.tokens.proj.weight, model.rec_prompt.tokens.proj.weight)
+    scores = model.recommend(model.collate(task.eval_samples("test")[:2]))
+    assert scores.shape == (2, task.num_items)
+
+
+def test_a_recommendation_only_run_on_the_encoder_needs_no_lm(task) -> None:
+    model = UniCRS(UniCRSConfig(lm="/nonexistent", conversation=False, **SMALL), task)
+    assert model.backbone is None and not model.can_respond
+    assert [s.name for s in model.stages()] == ["pretrain", "recommend"]
+    batch = model.collate(task.eval_samples("test")[:2])
+    assert model.recommend(batch).shape == (2, task.num_items)

@@ -5,9 +5,12 @@ One function per task, with the protocol options that every report states
 
     RecSample
       dialogue_id, turn_index        where the target was mentioned
-      context_turns: (Turn, ...)     all turns before `turn_index`
-      context_entities: (int, ...)   entities and items of those turns, first mention first
-      target_item: int               KG entity id of one catalogue item of that turn
+      context_turns: (Turn, ...)     all turns before `turn_index` (prompt pre-training as
+                                     UniCRS released it: up to and including it)
+      context_entities: (int, ...)   entities and items of the turns before `turn_index`,
+                                     first mention first
+      target_item: int               KG entity id of one catalogue item of that turn (prompt
+                                     pre-training: also one of its other entities)
 
     ConvSample
       dialogue_id, turn_index, role
@@ -26,6 +29,7 @@ from convrec.data.kg import KnowledgeGraph
 from convrec.data.schema import Dialogue, Role, Turn
 
 TurnSelection = Literal["recommender", "all"]
+PretrainTargets = Literal["items", "items_and_entities"]
 ItemMode = Literal["slot", "item_token", "text"]
 SLOT_TOKEN = "<movie>"
 
@@ -97,6 +101,40 @@ def build_rec_samples(
                         target_item=item,
                     )
                 )
+    return samples
+
+
+def build_pretrain_samples(
+    dialogues: Iterable[Dialogue],
+    *,
+    with_response: bool = True,
+    targets: PretrainTargets = "items_and_entities",
+) -> list[RecSample]:
+    """Prompt pre-training samples (UniCRS): one per entity a turn of either role mentions.
+
+    As UniCRS released it (`with_response`, "items_and_entities"), the context runs up to
+    and including the turn, and the targets are its movies and its other KG entities, so
+    the prompt learns to tie what a text says to the entities it names; the context
+    entities stay those of the earlier turns. `with_response=False, targets="items"` is the
+    paper's description: the context before the turn, its items only.
+    """
+    if targets not in ("items", "items_and_entities"):
+        raise ValueError(f"targets must be 'items' or 'items_and_entities', not {targets!r}")
+    samples = []
+    for dialogue in dialogues:
+        for index, turn, context_entities in _contexts(dialogue):
+            wanted = turn.items if targets == "items" else (*turn.items, *turn.entities)
+            context = dialogue.turns[: index + 1] if with_response else dialogue.turns[:index]
+            samples.extend(
+                RecSample(
+                    dialogue_id=dialogue.id,
+                    turn_index=index,
+                    context_turns=context,
+                    context_entities=context_entities,
+                    target_item=entity,
+                )
+                for entity in dict.fromkeys(wanted)
+            )
     return samples
 
 

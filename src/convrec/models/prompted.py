@@ -25,14 +25,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
+from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
 from convrec.data.kg import KnowledgeGraph
-from convrec.data.samples import SLOT_TOKEN, ConvSample, RecSample, build_conv_samples
+from convrec.data.samples import (
+    SLOT_TOKEN,
+    ConvSample,
+    PretrainTargets,
+    RecSample,
+    build_conv_samples,
+    build_pretrain_samples,
+)
 from convrec.data.tasks import RecTask
 from convrec.graph.encoders import EntityEncoder
 from convrec.graph.rgcn import GraphSettings
@@ -44,7 +53,10 @@ from convrec.models.base import (
     keep_out_of_checkpoints,
     move_to,
 )
-from convrec.prompts import LMPrecision, Prefix, PrefixLM, lm_shape
+from convrec.prompting.backbone import Precision
+from convrec.prompting.encoder import Pooling, PrefixEncoder
+from convrec.prompting.lm import PrefixLM, lm_shape
+from convrec.prompting.prefix import Prefix
 from convrec.text.dialogue import render_context, render_turn, speaker_prefix
 from convrec.text.encoder import DEFAULT_ENCODER, SentenceEncoder
 from convrec.text.lm import PRETRAINED_LM, LMPretrainConfig, freeze, load_causal_lm
@@ -54,6 +66,8 @@ MEMO_LIMIT = 40_000  # contexts whose encoder states are kept (~1 GB at 128 toke
 # Frozen encoder states per (encoder, max tokens), shared by every model of a process, so
 # that a sweep of runs in one process (benchmarks/step_ablations.py) encodes a context once.
 _TEXT_MEMOS: dict[tuple[str, int], dict[str, torch.Tensor]] = {}
+RecBackbone = Literal["encoder", "lm"]
+Candidates = Literal["entities", "items"]
 
 
 class PromptedLMConfig(ModelConfig, GraphSettings):
@@ -65,12 +79,28 @@ class PromptedLMConfig(ModelConfig, GraphSettings):
     compact_lm: LMPretrainConfig = Field(
         default_factory=LMPretrainConfig, description="how the 'pretrained' LM is made"
     )
-    lm_precision: LMPrecision = Field(
+    lm_precision: Precision = Field(
         "float32",
-        description="the frozen LM's compute: float32, or bfloat16 autocast (~2.3x faster on "
-        "CPU; prompts and losses stay float32)",
+        description="the frozen backbones' compute (LM and prompted encoder): float32, or "
+        "bfloat16 autocast (~2.3x faster on CPU; prompts and losses stay float32)",
     )
-    text_encoder: str = Field(DEFAULT_ENCODER, description="sentence encoder of the context")
+    text_encoder: str = Field(
+        DEFAULT_ENCODER,
+        description="frozen pretrained encoder of the context (sentence-transformers name or "
+        "directory, or a BERT / RoBERTa checkpoint directory): its token states feed the "
+        "prompts, and with rec_backbone 'encoder' it is the recommender's backbone",
+    )
+    rec_backbone: RecBackbone = Field(
+        "encoder",
+        description="what the recommendation prompt steers: 'encoder' (text_encoder under "
+        "per-layer key/value prompts, P-tuning v2; the user vector is its pooled output) or "
+        "'lm' (the causal LM's state at the last context token, as the papers with DialoGPT)",
+    )
+    rec_pooling: Pooling = Field(
+        "mean",
+        description="user vector of the 'encoder' backbone: mean over the context's tokens "
+        "(the sentence encoder's own pooling) or the [CLS] state",
+    )
     entity_dim: int | None = Field(
         None, ge=8, description="entity node table width (default: LM hidden size / 2)"
     )
@@ -81,6 +111,37 @@ class PromptedLMConfig(ModelConfig, GraphSettings):
     max_new_tokens: int = Field(48, ge=1, description="longest generated response")
     no_repeat_ngram_size: int = Field(3, ge=0, description="greedy decoding n-gram ban")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="rec cross-entropy smoothing")
+    rec_candidates: Candidates = Field(
+        "entities",
+        description="what the recommendation stage's softmax ranks: every KG entity "
+        "(UniCRS) or the catalogue items (as evaluation does)",
+    )
+    item_bias: bool = Field(
+        False,
+        description="a learned score bias per entity (a popularity prior) added to "
+        "the user-entity dot product",
+    )
+    pretrain_with_response: bool = Field(
+        True,
+        description="prompt pre-training reads the context and the turn itself (UniCRS's "
+        "released code); false: the context before the turn (the paper's description)",
+    )
+    pretrain_targets: PretrainTargets = Field(
+        "items_and_entities",
+        description="what prompt pre-training predicts of a turn: its movies and other KG "
+        "entities (released code), or its movies only",
+    )
+    conversation: bool = Field(
+        True,
+        description="train the conversation prompt and answer in words; false: a "
+        "recommendation-only run (pretrain + recommend), e.g. for ablations",
+    )
+
+    @property
+    def uses_lm(self) -> bool:
+        """Whether the run needs the causal LM (a recommendation-only run on the encoder
+        does not, so it skips the LM's pre-training and loading)."""
+        return self.conversation or self.rec_backbone == "lm"
 
 
 def entity_encoder(kg: KnowledgeGraph, config: PromptedLMConfig, hidden: int) -> EntityEncoder:
@@ -88,14 +149,60 @@ def entity_encoder(kg: KnowledgeGraph, config: PromptedLMConfig, hidden: int) ->
     return EntityEncoder(kg, config.entity_dim or hidden // 2, hidden, config)
 
 
+def start_from(target: nn.Module, source: nn.Module) -> bool:
+    """Copy the pre-trained prompt side `source` into `target` where the two have the same
+    shapes (both steer the same backbone width); return whether it did.
+
+    With the encoder as the recommender's backbone the conversation prompt is sized for
+    the LM, so it cannot inherit the pre-trained prompt and starts from its own init.
+    """
+    theirs, ours = source.state_dict(), target.state_dict()
+    if theirs.keys() != ours.keys() or any(theirs[k].shape != ours[k].shape for k in ours):
+        return False
+    target.load_state_dict(theirs)
+    return True
+
+
 class PromptedLM(ConvRecModel):
     """Base of the prompt-learning models (see module doc)."""
 
     config: PromptedLMConfig
-    can_respond = True
+    optional_stages = ("converse",)  # off when model.conversation is false
 
     def __init__(self, config: PromptedLMConfig, task: RecTask) -> None:
         super().__init__(config, task)
+        self.can_respond = config.conversation
+        self.encoder = SentenceEncoder(
+            config.text_encoder, max_tokens=config.max_text_tokens, keep="end"
+        )
+        self.encoder.requires_grad_(False)
+        keep_out_of_checkpoints(self, "encoder", on_load=self._own_text_memo)
+        self.backbone: PrefixLM | None = None
+        if config.uses_lm:
+            self._load_lm(config)
+        # The recommendation side's backbone: the text encoder's own (frozen) weights under
+        # deep prompts, or the LM. `rec_*` is the shape its prompt must have.
+        if config.rec_backbone == "encoder":
+            self.rec_encoder = PrefixEncoder(self.encoder.transformer, config.lm_precision)
+            keep_out_of_checkpoints(self, "rec_encoder")
+            self.rec_layers = self.rec_encoder.n_layer
+            self.rec_heads = self.rec_encoder.n_head
+            self.rec_hidden = self.rec_encoder.hidden
+        else:
+            self.rec_layers, self.rec_heads, self.rec_hidden = (
+                self.lm_layers,
+                self.lm_heads,
+                self.hidden,
+            )
+        self.register_buffer("items", torch.from_numpy(task.kg.items), persistent=False)
+        self.register_buffer("item_index", torch.from_numpy(task.kg.item_index), persistent=False)
+        if config.item_bias:
+            self.entity_bias = nn.Parameter(torch.zeros(task.kg.num_entities))
+        self._conv_valid: list[ConvSample] | None = None
+        self._text_memo = _TEXT_MEMOS.setdefault((config.text_encoder, config.max_text_tokens), {})
+
+    def _load_lm(self, config: PromptedLMConfig) -> None:
+        """The frozen causal LM, its tokenizer and shape (`hidden`: the conversation width)."""
         if config.lm == PRETRAINED_LM:
             raise ValueError(
                 f"model.lm='pretrained' is resolved by the run (convrec train); to build "
@@ -103,21 +210,13 @@ class PromptedLM(ConvRecModel):
             )
         lm, tokenizer = load_causal_lm(config.lm)
         self.backbone = PrefixLM(freeze(lm), config.lm_precision)
+        keep_out_of_checkpoints(self, "backbone")
         tokenizer.padding_side = "left"
         self.tokenizer = tokenizer
-        self.encoder = SentenceEncoder(
-            config.text_encoder, max_tokens=config.max_text_tokens, keep="end"
-        )
-        self.encoder.requires_grad_(False)
-        keep_out_of_checkpoints(self, "backbone")
-        keep_out_of_checkpoints(self, "encoder", on_load=self._own_text_memo)
         self.lm_layers, self.lm_heads, self.hidden = lm_shape(lm)
-        self.register_buffer("items", torch.from_numpy(task.kg.items), persistent=False)
         self._eos = tokenizer.eos_token_id
         self._slot = tokenizer.convert_tokens_to_ids(SLOT_TOKEN)
         self._system = tokenizer(speaker_prefix("recommender").rstrip())["input_ids"]
-        self._conv_valid: list[ConvSample] | None = None
-        self._text_memo = _TEXT_MEMOS.setdefault((config.text_encoder, config.max_text_tokens), {})
 
     def _own_text_memo(self) -> None:
         """Encoder weights came from a checkpoint: states of the shared memo do not apply."""
@@ -126,8 +225,9 @@ class PromptedLM(ConvRecModel):
     def train(self, mode: bool = True) -> PromptedLM:
         """Frozen backbones stay in eval mode (no dropout)."""
         super().train(mode)
-        self.backbone.eval()
-        self.encoder.eval()
+        if self.backbone is not None:
+            self.backbone.eval()
+        self.encoder.eval()  # also the prompted rec encoder: the same module
         return self
 
     # -- what a subclass provides --------------------------------------------------------
@@ -140,6 +240,14 @@ class PromptedLM(ConvRecModel):
     def _conv_prompt(self, batch: Batch) -> Prefix:
         """The prefix under which the LM writes the response."""
         raise NotImplementedError
+
+    def _pretrain_samples(self) -> list[RecSample]:
+        """Prompt pre-training samples of the training split (see build_pretrain_samples)."""
+        return build_pretrain_samples(
+            self.task.dataset.dialogues("train"),
+            with_response=self.config.pretrain_with_response,
+            targets=self.config.pretrain_targets,
+        )
 
     # -- batches ------------------------------------------------------------------------
 
@@ -181,15 +289,19 @@ class PromptedLM(ConvRecModel):
         # At least one (masked) column, so that a batch without entities keeps its shape.
         entity_ids = pad_sequence([torch.zeros(1, dtype=torch.long), *entities], batch_first=True)
         entity_ids = entity_ids[1:]
-        contexts = self._context_ids(samples)
-        context_ids, context_mask = self._pad_left(contexts)
         batch = {
             "texts": [render_context(s.context_turns, "text") for s in samples],
             "entities": entity_ids,
             "entity_mask": torch.arange(entity_ids.shape[1])[None, :] < lengths[:, None],
-            "context_ids": context_ids,
-            "context_mask": context_mask,
         }
+        contexts = []
+        if self.backbone is not None:
+            contexts = self._context_ids(samples)
+            batch["context_ids"], batch["context_mask"] = self._pad_left(contexts)
+        if self.config.rec_backbone == "encoder":
+            features = self.encoder.tokenize(batch["texts"])
+            batch["text_ids"] = features["input_ids"]
+            batch["text_mask"] = features["attention_mask"]
         return batch, contexts
 
     def _with_response(self, samples: Sequence[ConvSample]) -> Batch:
@@ -229,29 +341,67 @@ class PromptedLM(ConvRecModel):
 
     # -- recommendation -----------------------------------------------------------------
 
-    def _context_state(self, batch: Batch, prefix: Prefix) -> torch.Tensor:
-        """The LM's last-layer state at the context's last token [B, H] under `prefix`."""
+    def _user_state(self, batch: Batch, prefix: Prefix) -> torch.Tensor:
+        """The user vector [B, rec_hidden] under the recommendation prefix: the prompted
+        encoder's pooled output, or the LM's last-layer state at the context's last token."""
+        if self.config.rec_backbone == "encoder":
+            return self.rec_encoder.user(
+                batch["text_ids"], batch["text_mask"], prefix, self.config.rec_pooling
+            )
         states = self.backbone.hidden_states(batch["context_ids"], batch["context_mask"], prefix)
         return states[:, -1]
 
     def recommend(self, batch: Batch) -> torch.Tensor:
         user, table = self._user(batch)
-        return user @ table[self.items].T
+        return self.scores(user, table, "items")
 
-    def with_targets(self, samples: Sequence[RecSample]) -> Batch:
-        """Targets as entity ids: training ranks all entities, as UniCRS does."""
+    def scores(
+        self, user: torch.Tensor, table: torch.Tensor, candidates: Candidates
+    ) -> torch.Tensor:
+        """User vectors [B, H] against every entity [B, N] or the catalogue [B, items]."""
+        if candidates == "items":
+            table = table[self.items]
+        scores = user @ table.T
+        if self.config.item_bias:
+            bias = self.entity_bias
+            scores = scores + (bias[self.items] if candidates == "items" else bias)
+        return scores
+
+    def training_scores(
+        self, user: torch.Tensor, table: torch.Tensor, batch: Batch
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores over the batch's candidates and the targets' columns in them."""
+        targets = batch["target_entities"]
+        if batch["candidates"] == "items":
+            return self.scores(user, table, "items"), self.item_index[targets]
+        return self.scores(user, table, "entities"), targets
+
+    def with_targets(
+        self, samples: Sequence[RecSample], candidates: Candidates = "entities"
+    ) -> Batch:
+        """Targets as entity ids, ranked among all entities (prompt pre-training, whose
+        targets include non-item entities) or among the catalogue (`candidates`)."""
         batch = self.collate(samples)
         batch["target_entities"] = torch.tensor([s.target_item for s in samples])
+        batch["candidates"] = candidates
+        # Samples of one context (one per target) share a group: not each other's negatives.
+        groups: dict[tuple[str, int, int], int] = {}
+        keys = [(s.dialogue_id, s.turn_index, len(s.context_turns)) for s in samples]
+        batch["context_group"] = torch.tensor([groups.setdefault(k, len(groups)) for k in keys])
         return batch
 
-    def entity_scores_loss(self, scores: torch.Tensor, batch: Batch) -> torch.Tensor:
-        """Cross-entropy of entity scores [B, num_entities] against the targets, per sample."""
+    def recommendation_loss_of(
+        self, user: torch.Tensor, table: torch.Tensor, batch: Batch
+    ) -> torch.Tensor:
+        """Cross-entropy of the user's scores against the targets, per sample."""
+        scores, targets = self.training_scores(user, table, batch)
         return F.cross_entropy(
-            scores,
-            batch["target_entities"],
-            reduction="none",
-            label_smoothing=self.config.label_smoothing,
+            scores, targets, reduction="none", label_smoothing=self.config.label_smoothing
         )
+
+    def recommendation_samples_collate(self, samples: Sequence[RecSample]) -> Batch:
+        """The recommendation stage's batches: targets among `model.rec_candidates`."""
+        return self.with_targets(samples, self.config.rec_candidates)
 
     # -- conversation -------------------------------------------------------------------
 

@@ -6,12 +6,12 @@ the authors' released code::
 
     entities --EntityEncoder--> E_all [N, H]            H = E_all[context entities, last 32]
     context  --sentence enc.--> T [Lt, H]               (TokenProjection; CLS first)
-    Z, Z1, t = FFormer(H, T)                            Z [K, H], t [H]   (convrec.fformer)
+    Z, Z1, t = FFormer(H, T)                     Z [K, H], t [H]   (convrec.prompting.fformer)
     rec:  [P_rec ; Z] --PrefixProjection--> key/value prefix;  scores = LM state . E_all
     conv: [P_conv ; LayerNorm(Linear(Z))] prepended to the input embeddings; LM loss
 
-Alignment losses on the F-Former (convrec.alignment), weighted by the curriculum
-(convrec.curriculum): L_F = L_itc + w_m L_mar + w_t L_tri + w_a L_aux. The curriculum
+Alignment losses on the F-Former (convrec.prompting.alignment), weighted by the curriculum
+(convrec.prompting.curriculum): L_F = L_itc + w_m L_mar + w_t L_tri + w_a L_aux. The curriculum
 counts the epochs the F-Former's weights have trained, from the start of prompt
 pre-training through recommendation tuning (recommendation continues from the selected
 pre-training epoch); the weights of each epoch are in the run's history (`weight/...`).
@@ -26,6 +26,7 @@ pre-trained one, so conversation tuning never moves the recommender that fills i
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -34,21 +35,21 @@ import torch.nn.functional as F
 from pydantic import ConfigDict, Field
 from torch import nn
 
-from convrec.alignment import (
+from convrec.data.kg import KnowledgeGraph
+from convrec.data.samples import build_conv_samples
+from convrec.data.tasks import RecTask
+from convrec.models.base import Batch, Stage
+from convrec.models.prompted import PromptedLM, PromptedLMConfig, entity_encoder, start_from
+from convrec.prompting.alignment import (
     auxiliary_loss,
     contrastive_loss,
     margin_loss,
     query_text_similarity,
     triplet_loss,
 )
-from convrec.curriculum import CurriculumConfig, LossWeights, curriculum_weights
-from convrec.data.kg import KnowledgeGraph
-from convrec.data.samples import build_conv_samples, build_rec_samples
-from convrec.data.tasks import RecTask
-from convrec.fformer import FFormer, FFormerOutput
-from convrec.models.base import Batch, Stage
-from convrec.models.prompted import PromptedLM, PromptedLMConfig, entity_encoder
-from convrec.prompts import Prefix, PrefixProjection, TaskPrefix, TokenProjection
+from convrec.prompting.curriculum import CurriculumConfig, LossWeights, curriculum_weights
+from convrec.prompting.fformer import FFormer, FFormerOutput
+from convrec.prompting.prefix import Prefix, PrefixProjection, TaskPrefix, TokenProjection
 from convrec.registry import register_model
 from convrec.settings import Settings
 
@@ -70,28 +71,24 @@ class STEPConfig(PromptedLMConfig):
     fformer_dropout: float = Field(0.1, ge=0, lt=1, description="dropout inside the F-Former")
     n_prefix_rec: int = Field(10, ge=0, description="P_rec vectors (released scripts: 10)")
     n_prefix_conv: int = Field(10, ge=0, description="P_conv vectors")
-    prompt_queries: Literal["normalized", "raw"] = Field(
+    prompt_queries: Literal["normalized", "scaled", "raw"] = Field(
         "normalized",
         description="what the prefixes read: Z as the spec writes it (L2-normalised, as the "
-        "alignment losses see it) or the branch outputs before normalisation (as BLIP-2 "
-        "feeds its LM); the normalised Z barely varies between contexts "
+        "alignment losses see it), Z times a learned scale (one per prompt side, starting "
+        "at sqrt(width): unit-variance entries), or the branch outputs before normalisation "
+        "(as BLIP-2 feeds its LM); the normalised Z barely varies between contexts "
         "(benchmarks/step_prompt_diagnostics.py)",
     )
     rec_loss: Literal["cross_entropy", "bce"] = Field(
         "cross_entropy",
         description="item loss over all entities: softmax cross-entropy (released code) or "
-        "one-vs-all BCE (paper summary)",
+        "one-vs-all BCE (paper summary; the positive's term + the mean over negatives)",
     )
     curriculum: CurriculumConfig = Field(
         default_factory=CurriculumConfig, description="schedule and weights of L_F's terms"
     )
     alignment_weight: AlignmentPhaseWeights = Field(
         default_factory=AlignmentPhaseWeights, description="weight of L_F per stage"
-    )
-    conversation: bool = Field(
-        True,
-        description="train the conversation prompt and answer in words; false: a "
-        "recommendation-only run (pretrain + recommend), e.g. for ablations",
     )
 
 
@@ -112,6 +109,17 @@ class STEPEncoder(nn.Module):
             cross_every=config.cross_every,
             dropout=config.fformer_dropout,
         )
+        self.prompt_queries = config.prompt_queries
+        if config.prompt_queries == "scaled":
+            self.query_scale = nn.Parameter(torch.tensor(math.sqrt(hidden)))
+
+    def prompt(self, out: FFormerOutput) -> torch.Tensor:
+        """What this side's prefix reads of the F-Former output [B, K, H]."""
+        if self.prompt_queries == "raw":
+            return out.raw_queries
+        if self.prompt_queries == "scaled":
+            return self.query_scale * out.queries
+        return out.queries
 
     def forward(
         self, batch: Batch, token_states: tuple[torch.Tensor, torch.Tensor]
@@ -131,21 +139,25 @@ class STEP(PromptedLM):
     description = "STEP: F-Former + three-stage curriculum + dual prefix prompts (frozen LM)"
     Config = STEPConfig
     config: STEPConfig
-    optional_stages = ("converse",)  # off when model.conversation is false
 
     def __init__(self, config: STEPConfig, task: RecTask) -> None:
         super().__init__(config, task)
-        self.can_respond = config.conversation
-        side = (task.kg, config, self.encoder.dim, self.hidden, self.lm_heads)
-        self.rec_side = STEPEncoder(*side)
-        self.rec_prefix = TaskPrefix(config.n_prefix_rec, self.hidden)
-        self.rec_projection = PrefixProjection(self.hidden, self.lm_layers, self.lm_heads)
+        text = (task.kg, config, self.encoder.dim)
+        self.rec_side = STEPEncoder(*text, self.rec_hidden, self.rec_heads)
+        self.rec_prefix = TaskPrefix(config.n_prefix_rec, self.rec_hidden)
+        self.rec_projection = PrefixProjection(self.rec_hidden, self.rec_layers, self.rec_heads)
         if config.conversation:
-            self.conv_side = STEPEncoder(*side)
+            self.conv_side = STEPEncoder(*text, self.hidden, self.lm_heads)
             self.conv_prefix = TaskPrefix(config.n_prefix_conv, self.hidden)
             self.conv_adapter = nn.Sequential(
                 nn.Linear(self.hidden, self.hidden), nn.LayerNorm(self.hidden)
             )
+            # LayerNorm outputs have norm sqrt(hidden); the LM's token embeddings, which the
+            # prefix sits next to, are far smaller: start the gain at their scale.
+            assert self.backbone is not None
+            embeddings = self.backbone.lm.get_input_embeddings().weight
+            scale = embeddings.norm(dim=1).mean() / math.sqrt(self.hidden)
+            self.conv_adapter[1].weight.data.fill_(float(scale))
         # Checkpoints carry where training is: whether P_rec is in the prompt yet, and how
         # many pre-training epochs the weights have had (the selected epoch's count once
         # the trainer restores the best pre-training weights).
@@ -162,22 +174,25 @@ class STEP(PromptedLM):
         temperature: torch.Tensor,
         items: torch.Tensor | None = None,
         item_ids: torch.Tensor | None = None,
+        context_group: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """L_F per sample [B] under the active weights; `items` [B, H] are the targets' KG
-        embeddings (None: only the target-free terms)."""
+        embeddings (None: only the target-free terms); samples of one `context_group` are
+        not each other's negatives."""
         weights, settings = self._weights, self.config.curriculum
         total = out.text.new_zeros(out.text.shape[0])
+        same = None if context_group is None else context_group[:, None] == context_group
         if weights.contrastive or weights.margin:
             similarity = query_text_similarity(out.queries, out.text, temperature)
             total = total + weights.contrastive * contrastive_loss(
-                similarity, settings.label_smoothing
+                similarity, settings.label_smoothing, same
             )
-            total = total + weights.margin * margin_loss(similarity, settings.margin)
+            total = total + weights.margin * margin_loss(similarity, settings.margin, same)
         if items is not None and item_ids is not None and (weights.triplet or weights.auxiliary):
             mean = out.queries.mean(dim=1)
             if weights.triplet:
                 total = total + weights.triplet * triplet_loss(
-                    mean, items, item_ids, settings.margin, settings.exclude_same_item
+                    mean, items, item_ids, settings.margin, settings.exclude_same_item, same
                 )
             if weights.auxiliary:
                 total = total + weights.auxiliary * auxiliary_loss(mean, items)
@@ -193,13 +208,10 @@ class STEP(PromptedLM):
     def _recommendation(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, FFormerOutput]:
         """LM state at the last context token [B, H], entity table, F-Former output."""
         out, table = self.rec_side(batch, self._token_states(batch))
-        prompt = self._prompt_queries(out)
+        prompt = self.rec_side.prompt(out)
         if bool(self.rec_prefix_on) and self.config.n_prefix_rec:
             prompt = torch.cat([self.rec_prefix(prompt.shape[0]), prompt], dim=1)
-        return self._context_state(batch, Prefix(self.rec_projection(prompt))), table, out
-
-    def _prompt_queries(self, out: FFormerOutput) -> torch.Tensor:
-        return out.queries if self.config.prompt_queries == "normalized" else out.raw_queries
+        return self._user_state(batch, Prefix(self.rec_projection(prompt))), table, out
 
     def _user(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         user, table, _ = self._recommendation(batch)
@@ -208,17 +220,21 @@ class STEP(PromptedLM):
     def recommendation_loss(self, batch: Batch) -> torch.Tensor:
         """L_rec + w L_F per sample."""
         user, table, out = self._recommendation(batch)
-        scores = user @ table.T
         targets = batch["target_entities"]
         if self.config.rec_loss == "bce":
-            one_hot = F.one_hot(targets, scores.shape[1]).to(scores.dtype)
-            rec = F.binary_cross_entropy_with_logits(scores, one_hot, reduction="none").mean(1)
+            # The positive's term plus the mean over the negatives: a mean over all N
+            # candidates would give the one positive a weight of 1/N.
+            scores, columns = self.training_scores(user, table, batch)
+            one_hot = F.one_hot(columns, scores.shape[1]).to(scores.dtype)
+            terms = F.binary_cross_entropy_with_logits(scores, one_hot, reduction="none")
+            positive = terms.gather(1, columns[:, None])[:, 0]
+            rec = positive + (terms.sum(1) - positive) / (scores.shape[1] - 1)
         else:
-            rec = self.entity_scores_loss(scores, batch)
+            rec = self.recommendation_loss_of(user, table, batch)
         if not self._phase_weight:
             return rec
         alignment = self.alignment_loss(
-            out, self.rec_side.fformer.temperature, table[targets], targets
+            out, self.rec_side.fformer.temperature, table[targets], targets, batch["context_group"]
         )
         return rec + self._phase_weight * alignment
 
@@ -226,7 +242,7 @@ class STEP(PromptedLM):
 
     def _conversation(self, batch: Batch) -> tuple[Prefix, FFormerOutput]:
         out, _ = self.conv_side(batch, self._token_states(batch))
-        queries = self.conv_adapter(self._prompt_queries(out))
+        queries = self.conv_adapter(self.conv_side.prompt(out))
         embeds = torch.cat([self.conv_prefix(queries.shape[0]), queries], dim=1)
         return Prefix(embeds=embeds), out
 
@@ -264,15 +280,14 @@ class STEP(PromptedLM):
     def _begin_recommendation(self) -> None:
         """The conversation side starts from the pre-trained encoder; P_rec joins."""
         if self.config.conversation:
-            self.conv_side.load_state_dict(self.rec_side.state_dict())
+            start_from(self.conv_side, self.rec_side)
         self.rec_prefix_on.fill_(True)
 
     def stages(self) -> list[Stage]:
         def params(*modules: nn.Module) -> Callable[[], Any]:
             return lambda: [p for m in modules for p in m.parameters()]
 
-        # Prompt pre-training: every item mentioned in any turn (as UniCRS).
-        pretrain = build_rec_samples(self.task.dataset.dialogues("train"), turns="all")
+        pretrain = self._pretrain_samples()
         stages = [
             Stage(
                 name="pretrain",
@@ -286,7 +301,7 @@ class STEP(PromptedLM):
                 name="recommend",
                 loss=self.recommendation_loss,
                 samples=lambda: self.task.train,
-                collate=self.with_targets,
+                collate=self.recommendation_samples_collate,
                 parameters=params(self.rec_side, self.rec_projection, self.rec_prefix),
                 begin=self._begin_recommendation,
                 epoch_begin=self._recommend_epoch,

@@ -31,11 +31,17 @@ from pydantic import Field
 from torch import nn
 
 from convrec.data.kg import KnowledgeGraph
-from convrec.data.samples import build_conv_samples, build_rec_samples
+from convrec.data.samples import build_conv_samples
 from convrec.data.tasks import RecTask
 from convrec.models.base import Batch, Stage
-from convrec.models.prompted import PromptedLM, PromptedLMConfig, entity_encoder
-from convrec.prompts import Prefix, PrefixProjection, SemanticFusion, TaskPrefix, TokenProjection
+from convrec.models.prompted import PromptedLM, PromptedLMConfig, entity_encoder, start_from
+from convrec.prompting.prefix import (
+    Prefix,
+    PrefixProjection,
+    SemanticFusion,
+    TaskPrefix,
+    TokenProjection,
+)
 from convrec.registry import register_model
 
 
@@ -94,23 +100,24 @@ class UniCRS(PromptedLM):
 
     def __init__(self, config: UniCRSConfig, task: RecTask) -> None:
         super().__init__(config, task)
-        side = (task.kg, config, self.encoder.dim, self.lm_layers, self.lm_heads, self.hidden)
-        self.rec_prompt = UniCRSPrompt(*side)
-        self.conv_prompt = UniCRSPrompt(*side)
-        self.rec_prefix = TaskPrefix(config.n_prefix_rec, self.hidden)
-        self.conv_prefix = TaskPrefix(config.n_prefix_conv, self.hidden)
+        text = (task.kg, config, self.encoder.dim)
+        self.rec_prompt = UniCRSPrompt(*text, self.rec_layers, self.rec_heads, self.rec_hidden)
+        self.rec_prefix = TaskPrefix(config.n_prefix_rec, self.rec_hidden)
+        if config.conversation:
+            self.conv_prompt = UniCRSPrompt(*text, self.lm_layers, self.lm_heads, self.hidden)
+            self.conv_prefix = TaskPrefix(config.n_prefix_conv, self.hidden)
         # Set when the recommendation stage begins; checkpoints carry it.
         self.register_buffer("rec_prefix_on", torch.zeros((), dtype=torch.bool))
 
     # -- prompts ------------------------------------------------------------------------
 
     def _rec_prompt(self, batch: Batch) -> tuple[Prefix, torch.Tensor]:
-        size = batch["context_ids"].shape[0]
+        size = len(batch["texts"])
         prefix = self.rec_prefix(size) if bool(self.rec_prefix_on) else None
         return self.rec_prompt(batch, self._token_states(batch), "entity", prefix)
 
     def _conv_prompt(self, batch: Batch) -> Prefix:
-        size = batch["context_ids"].shape[0]
+        size = len(batch["texts"])
         prefix, _ = self.conv_prompt(
             batch, self._token_states(batch), "token", self.conv_prefix(size)
         )
@@ -118,26 +125,27 @@ class UniCRS(PromptedLM):
 
     def _user(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         prefix, table = self._rec_prompt(batch)
-        return self._context_state(batch, prefix), table
+        return self._user_state(batch, prefix), table
 
     def entity_loss(self, batch: Batch) -> torch.Tensor:
         user, table = self._user(batch)
-        return self.entity_scores_loss(user @ table.T, batch)
+        return self.recommendation_loss_of(user, table, batch)
 
     # -- stages -------------------------------------------------------------------------
 
     def _begin_recommendation(self) -> None:
-        """Both task prompts start from the pre-trained prompt encoder."""
-        self.conv_prompt.load_state_dict(self.rec_prompt.state_dict())
+        """Both task prompts start from the pre-trained prompt encoder (where its shape
+        fits the conversation backbone, see `start_from`)."""
+        if self.config.conversation:
+            start_from(self.conv_prompt, self.rec_prompt)
         self.rec_prefix_on.fill_(True)
 
     def stages(self) -> list[Stage]:
         def prompt_params(*modules: nn.Module) -> Any:
             return lambda: [p for m in modules for p in m.parameters()]
 
-        # Prompt pre-training: every item mentioned in any turn (UniCRS).
-        pretrain = build_rec_samples(self.task.dataset.dialogues("train"), turns="all")
-        return [
+        pretrain = self._pretrain_samples()
+        stages = [
             Stage(
                 name="pretrain",
                 loss=self.entity_loss,
@@ -149,18 +157,22 @@ class UniCRS(PromptedLM):
                 name="recommend",
                 loss=self.entity_loss,
                 samples=lambda: self.task.train,
-                collate=self.with_targets,
+                collate=self.recommendation_samples_collate,
                 parameters=prompt_params(self.rec_prompt, self.rec_prefix),
                 begin=self._begin_recommendation,
             ),
-            Stage(
-                name="converse",
-                loss=self.response_loss,
-                samples=lambda: build_conv_samples(self.task.dataset.dialogues("train")),
-                collate=self._with_response,
-                select_metric="loss",
-                higher_is_better=False,
-                validate=self._validate_conversation,
-                parameters=prompt_params(self.conv_prompt, self.conv_prefix),
-            ),
         ]
+        if self.config.conversation:
+            stages.append(
+                Stage(
+                    name="converse",
+                    loss=self.response_loss,
+                    samples=lambda: build_conv_samples(self.task.dataset.dialogues("train")),
+                    collate=self._with_response,
+                    select_metric="loss",
+                    higher_is_better=False,
+                    validate=self._validate_conversation,
+                    parameters=prompt_params(self.conv_prompt, self.conv_prefix),
+                )
+            )
+        return stages

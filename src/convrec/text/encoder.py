@@ -99,6 +99,11 @@ class SentenceEncoder(nn.Module):
         return int(get_dim() if get_dim else self.model.get_sentence_embedding_dimension())
 
     @property
+    def transformer(self) -> nn.Module:
+        """The Hugging Face model under the sentence-transformers pipeline (before pooling)."""
+        return self.model[0].auto_model
+
+    @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 

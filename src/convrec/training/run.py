@@ -128,6 +128,8 @@ def resolve_backbones(config: RunConfig, *, progress: bool = True) -> RunConfig:
     """
     if getattr(config.model, "lm", None) != PRETRAINED_LM:
         return config
+    if not getattr(config.model, "uses_lm", True):
+        return config
     source = CorpusSource(
         config.dataset, config.data_dir, dict(config.data.options), config.data.holdout()
     )
