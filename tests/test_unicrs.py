@@ -222,3 +222,28 @@ def test_a_recommendation_only_run_on_the_encoder_needs_no_lm(task) -> None:
     assert [s.name for s in model.stages()] == ["pretrain", "recommend"]
     batch = model.collate(task.eval_samples("test")[:2])
     assert model.recommend(batch).shape == (2, task.num_items)
+
+
+def test_recommendation_can_rank_the_catalogue_with_a_learned_item_bias(checkpoint, task) -> None:
+    """rec_candidates=items: the recommendation stage's softmax is over the catalogue (its
+    targets are catalogue positions); pre-training still ranks every entity. item_bias adds
+    a trained bias per entity to the scores, in training and at evaluation."""
+    torch.manual_seed(0)
+    config = UniCRSConfig(
+        lm=str(checkpoint), rec_candidates="items", item_bias=True, conversation=False, **SMALL
+    )
+    model = UniCRS(config, task)
+    stages = {s.name: s for s in model.stages()}
+    samples = task.train[:4]
+    batch = stages["recommend"].collate(samples)
+    user, table = model._user(batch)
+    scores, targets = model.training_scores(user, table, batch)
+    assert scores.shape == (4, task.num_items)
+    assert [int(model.task.kg.items[t]) for t in targets] == [s.target_item for s in samples]
+    pretrain = stages["pretrain"].collate(samples)
+    assert model.training_scores(user, table, pretrain)[0].shape == (4, task.kg.num_entities)
+    stages["recommend"].loss(batch).sum().backward()
+    assert model.entity_bias.grad[model.items].abs().sum() > 0
+    with torch.no_grad():
+        model.entity_bias[model.items[0]] += 100.0
+        assert (model.recommend(model.collate(samples)).argmax(dim=1) == 0).all()

@@ -78,7 +78,8 @@ def build_rec_samples(
     """One sample per catalogue item mentioned in a selected turn with a non-empty context.
 
     turns: "recommender" (CRSLab, KBRD, KGSF, UniCRS/MSCRS/STEP recommendation) or "all"
-    (UniCRS prompt pre-training). new_items_only: drop targets already mentioned in the
+    (every turn of either role; prompt pre-training has its own builder,
+    `build_pretrain_samples`). new_items_only: drop targets already mentioned in the
     context (the strict protocol; Kostric & Balog's re-evaluation).
     """
     if turns not in ("recommender", "all"):

@@ -24,7 +24,7 @@ A subclass provides `_user` (LM state + entity table under its recommendation pr
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Literal
 
 import torch
@@ -50,6 +50,7 @@ from convrec.models.base import (
     ConvRecModel,
     ModelConfig,
     Reply,
+    Stage,
     keep_out_of_checkpoints,
     move_to,
 )
@@ -443,6 +444,26 @@ class PromptedLM(ConvRecModel):
             count += int(counts.sum())
         self.train(was_training)
         return total, count
+
+    def _converse_stage(
+        self,
+        loss: Callable[[Batch], torch.Tensor],
+        parameters: Callable[[], Iterable[nn.Parameter]],
+        epoch_begin: Callable[[int], dict[str, float]] | None = None,
+    ) -> Stage:
+        """Conversation tuning: response NLL on training recommender turns, selected by
+        validation loss (the same for every prompt method; only the prompt differs)."""
+        return Stage(
+            name="converse",
+            loss=loss,
+            samples=lambda: build_conv_samples(self.task.dataset.dialogues("train")),
+            collate=self._with_response,
+            select_metric="loss",
+            higher_is_better=False,
+            validate=self._validate_conversation,
+            parameters=parameters,
+            epoch_begin=epoch_begin,
+        )
 
     def _validate_conversation(self) -> dict[str, float]:
         if self._conv_valid is None:

@@ -36,7 +36,6 @@ from pydantic import ConfigDict, Field
 from torch import nn
 
 from convrec.data.kg import KnowledgeGraph
-from convrec.data.samples import build_conv_samples
 from convrec.data.tasks import RecTask
 from convrec.models.base import Batch, Stage
 from convrec.models.prompted import PromptedLM, PromptedLMConfig, entity_encoder, start_from
@@ -309,16 +308,10 @@ class STEP(PromptedLM):
         ]
         if self.config.conversation:
             stages.append(
-                Stage(
-                    name="converse",
-                    loss=self.conversation_loss,
-                    samples=lambda: build_conv_samples(self.task.dataset.dialogues("train")),
-                    collate=self._with_response,
-                    select_metric="loss",
-                    higher_is_better=False,
-                    validate=self._validate_conversation,
-                    parameters=params(self.conv_side, self.conv_prefix, self.conv_adapter),
-                    epoch_begin=self._converse_epoch,
+                self._converse_stage(
+                    self.conversation_loss,
+                    params(self.conv_side, self.conv_prefix, self.conv_adapter),
+                    self._converse_epoch,
                 )
             )
         return stages

@@ -31,7 +31,6 @@ from pydantic import Field
 from torch import nn
 
 from convrec.data.kg import KnowledgeGraph
-from convrec.data.samples import build_conv_samples
 from convrec.data.tasks import RecTask
 from convrec.models.base import Batch, Stage
 from convrec.models.prompted import PromptedLM, PromptedLMConfig, entity_encoder, start_from
@@ -164,15 +163,8 @@ class UniCRS(PromptedLM):
         ]
         if self.config.conversation:
             stages.append(
-                Stage(
-                    name="converse",
-                    loss=self.response_loss,
-                    samples=lambda: build_conv_samples(self.task.dataset.dialogues("train")),
-                    collate=self._with_response,
-                    select_metric="loss",
-                    higher_is_better=False,
-                    validate=self._validate_conversation,
-                    parameters=prompt_params(self.conv_prompt, self.conv_prefix),
+                self._converse_stage(
+                    self.response_loss, prompt_params(self.conv_prompt, self.conv_prefix)
                 )
             )
         return stages
