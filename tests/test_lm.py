@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -10,18 +11,23 @@ from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
 from typer.testing import CliRunner
 
 from convrec.cli import app
+from convrec.config import resolve_config
 from convrec.data.datasets import load_dataset
 from convrec.data.samples import SLOT_TOKEN
+from convrec.data.splits import HoldOut
+from convrec.text.encoder import SentenceEncoder
 from convrec.text.lm import (
     CompactLMConfig,
     LMNotFoundError,
     LMPretrainConfig,
     build_causal_lm,
+    decoder_from_encoder,
     load_causal_lm,
     pretrain_info,
 )
 from convrec.text.tokenizer import bundled_bpe_files, load_tokenizer
 from convrec.training import lm_pretrain
+from convrec.training import run as run_module
 from convrec.training.lm_pretrain import CorpusSource, pack_dialogues, pretrain_lm
 
 SMALL_DEMO = {"num_movies": 60, "num_dialogues": 120}
@@ -110,3 +116,68 @@ def test_cli_pretrain_rejects_an_unknown_setting() -> None:
     )
     assert result.exit_code == 2
     assert "architecture.depth" in result.output
+
+
+def test_a_pretrained_encoder_becomes_a_causal_decoder_with_its_vocabulary() -> None:
+    """base=all-MiniLM-L6-v2: BERT's weights with causal self-attention, its WordPiece
+    vocabulary plus convrec's tokens, [SEP] ending a turn; a later token cannot change an
+    earlier position's logits, and the LM head's output layer is the embedding table."""
+    model, tokenizer = decoder_from_encoder("all-MiniLM-L6-v2")
+    assert model.config.is_decoder and tokenizer.eos_token == "[SEP]"
+    assert tokenizer.convert_tokens_to_ids(SLOT_TOKEN) >= 30522
+    assert model.get_input_embeddings().num_embeddings == len(tokenizer)
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    encoder = SentenceEncoder().transformer
+    name = "encoder.layer.0.attention.self.query.weight"
+    assert torch.equal(model.bert.state_dict()[name], encoder.state_dict()[name])
+    ids = torch.tensor(
+        [tokenizer(f"User: I love {SLOT_TOKEN}!", add_special_tokens=False)["input_ids"]]
+    )
+    changed = ids.clone()
+    changed[0, -1] = 1000
+    model.eval()
+    with torch.no_grad():
+        a, b = model(input_ids=ids).logits, model(input_ids=changed).logits
+    assert torch.equal(a[0, :-1], b[0, :-1]) and not torch.equal(a[0, -1], b[0, -1])
+
+
+def test_pretraining_a_decoder_from_an_encoder_reports_perplexity_per_word(tmp_path) -> None:
+    """Validation is the first dataset's; per-word perplexity converts by the corpus's
+    words per token, so LMs with different tokenizers compare."""
+    config = TINY.model_copy(update={"base": "all-MiniLM-L6-v2"})
+    extra = CorpusSource("demo", None, {**SMALL_DEMO, "seed": 1})
+    path = pretrain_lm(
+        [CorpusSource("demo", None, SMALL_DEMO), extra], config, cache_dir=tmp_path, progress=False
+    )
+    info = pretrain_info(path)
+    ratio = info["valid_words_per_token"]
+    assert 0.3 < ratio < 1.5
+    expected = math.exp(math.log(info["valid_perplexity"]) / ratio)
+    assert info["valid_word_perplexity"] == pytest.approx(expected, rel=1e-6)
+    one = pretrain_lm(
+        [CorpusSource("demo", None, SMALL_DEMO)], config, cache_dir=tmp_path, progress=False
+    )
+    assert pretrain_info(one)["train_tokens"] < info["train_tokens"]
+    model, tokenizer = load_causal_lm(path)
+    assert model.config.is_decoder and tokenizer.eos_token == "[SEP]"
+
+
+def test_a_run_adds_the_extra_corpora_with_their_hold_out(monkeypatch) -> None:
+    """model.compact_lm.corpora: the run's own dataset first (its validation selects the
+    LM), then each extra dataset with the hold-out it names."""
+    seen = {}
+
+    def fake_pretrain(sources, config, progress=True):
+        seen["sources"] = sources
+        return Path("/lm")
+
+    monkeypatch.setattr(run_module, "pretrain_lm", fake_pretrain)
+    corpora = "[{dataset: demo, options: {seed: 3}, valid_fraction: 0.2, test_fraction: 0.1}]"
+    config = resolve_config(
+        "unicrs", "demo", None, overrides=[f"model.compact_lm.corpora={corpora}"]
+    )
+    resolved = run_module.resolve_backbones(config, progress=False)
+    assert resolved.model.lm == "/lm"
+    own, extra = seen["sources"]
+    assert own.name == "demo" and own.holdout == config.data.holdout()
+    assert extra.options == {"seed": 3} and extra.holdout == HoldOut(0.2, 0.1, 0)

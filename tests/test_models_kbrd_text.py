@@ -10,6 +10,7 @@ import torch
 from convrec.data.datasets.demo import generate_demo_world
 from convrec.data.samples import RecSample
 from convrec.data.tasks import RecTask
+from convrec.evaluation.recommendation import METRIC_MATRIX, rank_targets, validation_metrics
 from convrec.models.kbrd import KBRD, KBRDConfig
 from convrec.models.text import TextConfig, TextRecommender
 from convrec.registry import get_model
@@ -227,3 +228,18 @@ def test_shipped_yaml_defaults_validate(model: str, dataset: str) -> None:
     config = resolve_config(model, dataset)
     if dataset == "inspired":  # the class defaults are the values tuned on INSPIRED
         assert config.model == get_model(model).Config()
+
+
+def test_validation_reports_the_strict_protocol_beside_the_standard_one(task) -> None:
+    """`strict/<metric>` equals ranking the strict validation samples themselves."""
+    model = make_kbrd(task)
+    with torch.no_grad():
+        model.item_bias.normal_()
+    metrics = validation_metrics(model, task)
+    strict = task.eval_samples("valid", "strict")
+    assert 0 < len(strict) < len(task.eval_samples("valid"))
+    ranks = rank_targets(model, task, strict)
+    expected = METRIC_MATRIX["conversational"](ranks)
+    for name, values in expected.items():
+        assert metrics[f"strict/{name}"] == pytest.approx(values.mean().item())
+    assert metrics["recall@10"] != metrics["strict/recall@10"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel
+from transformers import BertConfig, BertLMHeadModel, GPT2Config, GPT2LMHeadModel
 
 from convrec.prompting.lm import PrefixLM, lm_shape
 from convrec.prompting.prefix import Prefix, PrefixProjection, SemanticFusion, TaskPrefix
@@ -180,3 +180,32 @@ def test_bfloat16_lm_tracks_float32_and_trains_the_prompt() -> None:
     with torch.no_grad():
         out = fast.generate(IDS, MASK, prefix, max_new_tokens=4, eos_token_id=100, pad_token_id=0)
     assert out.shape == (2, 4) and out.dtype == torch.long
+
+
+def test_a_bert_decoder_scores_through_its_own_lm_head() -> None:
+    """A BERT-family decoder's logits come from its `cls` head (transform + output layer),
+    not from the bare output layer; with a KV prefix and left padding it runs as GPT-2."""
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=101,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        is_decoder=True,
+        pad_token_id=0,
+    )
+    lm = BertLMHeadModel(config).eval().requires_grad_(False)
+    model = PrefixLM(lm)
+    assert model.head is lm.cls
+    with torch.no_grad():
+        states = model.hidden_states(IDS[1:], MASK[1:], Prefix())
+        torch.testing.assert_close(model.logits(states), lm(input_ids=IDS[1:]).logits)
+        projection, prompt = kv_prefix()
+        kv = projection(prompt)
+        padded = model.hidden_states(IDS, MASK, Prefix(kv))
+        alone = model.hidden_states(
+            IDS[:1, 2:], MASK[:1, 2:], Prefix([(k[:1], v[:1]) for k, v in kv])
+        )
+    torch.testing.assert_close(padded[0, 2:], alone[0], atol=1e-5, rtol=1e-5)

@@ -274,3 +274,25 @@ def test_unknown_stage_in_settings_is_an_error(tmp_path):
     )
     with pytest.raises(ValueError, match=r"train\.stages\.thrid.*first, second"):
         trainer.fit()
+
+
+def test_a_stage_can_scale_the_learning_rate_of_some_parameters(tmp_path):
+    """lr_scale: one optimizer group per factor; a parameter with factor 0.5 moves at half
+    the rate (plain SGD-like first Adam step: |delta| = lr)."""
+    seed_everything(0)
+    model = Tiny(make_samples(), dropout=0.0)
+    head = model.net[2].weight
+    stage = Stage(
+        "only",
+        model.loss,
+        lambda: model.samples,
+        model.collate,
+        "score",
+        lr_scale=lambda p: 0.5 if p is head else 1.0,
+    )
+    model.stages = lambda: [stage]  # type: ignore[method-assign]
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    run(tmp_path, model=model, epochs=1, max_steps=1, lr=0.01, grad_clip=None)
+    moved = {n: (p - before[n]).abs().max().item() for n, p in model.named_parameters()}
+    assert moved["net.2.weight"] == pytest.approx(0.005, rel=1e-3)
+    assert moved["net.0.weight"] == pytest.approx(0.01, rel=1e-3)

@@ -247,3 +247,38 @@ def test_recommendation_can_rank_the_catalogue_with_a_learned_item_bias(checkpoi
     with torch.no_grad():
         model.entity_bias[model.items[0]] += 100.0
         assert (model.recommend(model.collate(samples)).argmax(dim=1) == 0).all()
+
+
+def test_entity_names_add_the_encoders_vector_of_each_name(checkpoint, task) -> None:
+    """entity_names: each row of the entity table adds scale * the frozen encoder's
+    normalised vector of the entity's name (item titles for items); the vectors are derived
+    data (not in checkpoints), the scale trains at the head's learning rate."""
+    torch.manual_seed(0)
+    config = UniCRSConfig(
+        lm="/nonexistent",
+        conversation=False,
+        entity_names=True,
+        name_scale=3.0,
+        item_bias=True,
+        head_lr_scale=20.0,
+        rec_normalize=True,
+        **SMALL,
+    )
+    model = UniCRS(config, task)
+    entities = model.rec_prompt.entities
+    item = int(task.kg.items[0])
+    expected = model.encoder.encode([task.dataset.item_title(item)])[0]
+    expected = expected / expected.norm()
+    assert torch.allclose(entities.names.vectors[item], expected, atol=1e-5)
+    with torch.no_grad():
+        graph_only = super(type(entities), entities).forward()
+        assert torch.allclose(entities(), graph_only + 3.0 * entities.names.vectors, atol=1e-5)
+    keys = set(model.state_dict())
+    assert "rec_prompt.entities.names.scale" in keys
+    assert not any(k.endswith("names.vectors") for k in keys)
+    assert model.head_lr_scale(entities.names.scale) == 20.0
+    assert model.head_lr_scale(model.entity_bias) == 20.0
+    assert model.head_lr_scale(entities.nodes) == 1.0
+    # rec_normalize: the user vector is a unit vector, as the sentence encoder's output.
+    user, _ = model._user(model.collate(task.eval_samples("test")[:3]))
+    assert torch.allclose(user.norm(dim=1), torch.ones(3), atol=1e-5)

@@ -163,7 +163,8 @@ def lm_pretrain(
     typer.echo(
         f"compact LM: {path}\n"
         f"  {info.get('parameters', 0):,} parameters, {info.get('train_tokens', 0):,} training "
-        f"tokens, valid perplexity {info.get('valid_perplexity', float('nan')):.1f}\n"
+        f"tokens, valid perplexity {info.get('valid_perplexity', float('nan')):.1f} per "
+        f"token, {info.get('valid_word_perplexity', float('nan')):.1f} per word\n"
         f"  use it with model.lm={path} (a run with model.lm=pretrained finds it itself when "
         "it was pre-trained on the run's dataset with the same settings)"
     )

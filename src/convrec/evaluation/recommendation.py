@@ -45,8 +45,19 @@ def rank_targets(
 
 
 def validation_metrics(model: ConvRecModel, task: Task, batch_size: int = 256) -> dict[str, float]:
-    """Mean metrics of the task's kind on the validation split, default protocol."""
-    ranks = rank_targets(model, task, task.eval_samples("valid"), batch_size)
+    """Mean metrics of the task's kind on the validation split, default protocol; for
+    dialogues also the strict protocol's, as `strict/<metric>` (logged in the history so
+    that a run shows whether it gains by repeating context items; selection stays on the
+    default protocol)."""
+    samples = task.eval_samples("valid")
+    ranks = rank_targets(model, task, samples, batch_size)
     if len(ranks) == 0:
         raise ValueError("no validation samples to average over")
-    return {name: v.mean().item() for name, v in METRIC_MATRIX[task.kind](ranks).items()}
+    matrix = METRIC_MATRIX[task.kind](ranks)
+    metrics = {name: v.mean().item() for name, v in matrix.items()}
+    if task.kind == "conversational":
+        # The strict samples are the standard ones whose target the context does not name.
+        new = torch.tensor([s.target_item not in s.context_entities for s in samples])
+        if new.any():
+            metrics |= {f"strict/{name}": v[new].mean().item() for name, v in matrix.items()}
+    return metrics

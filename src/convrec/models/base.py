@@ -65,6 +65,9 @@ class Stage:
     # it returns (e.g. the loss weights a curriculum makes active) goes into that epoch's
     # history row.
     epoch_begin: Callable[[int], dict[str, float]] | None = None
+    # A factor on the stage's learning rate per parameter (None: 1 for all), e.g. for a
+    # score bias that starts at zero and must move further than a prompt in few steps.
+    lr_scale: Callable[[nn.Parameter], float] | None = None
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,6 @@ from pydantic import Field
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
-from convrec.data.kg import KnowledgeGraph
 from convrec.data.samples import (
     SLOT_TOKEN,
     ConvSample,
@@ -56,6 +55,7 @@ from convrec.models.base import (
 )
 from convrec.prompting.backbone import Precision
 from convrec.prompting.encoder import Pooling, PrefixEncoder
+from convrec.prompting.entity_names import EntityNames, NamedEntityEncoder
 from convrec.prompting.lm import PrefixLM, lm_shape
 from convrec.prompting.prefix import Prefix
 from convrec.text.dialogue import render_context, render_turn, speaker_prefix
@@ -122,6 +122,27 @@ class PromptedLMConfig(ModelConfig, GraphSettings):
         description="a learned score bias per entity (a popularity prior) added to "
         "the user-entity dot product",
     )
+    entity_names: bool = Field(
+        False,
+        description="every entity's row adds the frozen text encoder's vector of its name "
+        "(item title, KG label) times a learned scale (convrec.prompting.entity_names)",
+    )
+    name_scale: float = Field(
+        10.0, gt=0, description="initial scale of the name vectors (a cosine's temperature)"
+    )
+    rec_normalize: bool = Field(
+        False,
+        description="L2-normalise the user vector, as the sentence encoder normalises its "
+        "output: scores are then cosines times the entity rows' norms",
+    )
+    rec_dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the user vector")
+    head_lr_scale: float = Field(
+        1.0,
+        gt=0,
+        description="learning rate of the score head's own parameters (item bias, name "
+        "scale) relative to the stage's: they start at zero or at a fixed temperature and "
+        "must move further in few steps than the prompt does",
+    )
     pretrain_with_response: bool = Field(
         True,
         description="prompt pre-training reads the context and the turn itself (UniCRS's "
@@ -143,11 +164,6 @@ class PromptedLMConfig(ModelConfig, GraphSettings):
         """Whether the run needs the causal LM (a recommendation-only run on the encoder
         does not, so it skips the LM's pre-training and loading)."""
         return self.conversation or self.rec_backbone == "lm"
-
-
-def entity_encoder(kg: KnowledgeGraph, config: PromptedLMConfig, hidden: int) -> EntityEncoder:
-    """The R-GCN entity encoder a prompt side uses, sized by the config, output at LM width."""
-    return EntityEncoder(kg, config.entity_dim or hidden // 2, hidden, config)
 
 
 def start_from(target: nn.Module, source: nn.Module) -> bool:
@@ -199,6 +215,7 @@ class PromptedLM(ConvRecModel):
         self.register_buffer("item_index", torch.from_numpy(task.kg.item_index), persistent=False)
         if config.item_bias:
             self.entity_bias = nn.Parameter(torch.zeros(task.kg.num_entities))
+        self.user_dropout = nn.Dropout(config.rec_dropout)
         self._conv_valid: list[ConvSample] | None = None
         self._text_memo = _TEXT_MEMOS.setdefault((config.text_encoder, config.max_text_tokens), {})
 
@@ -217,7 +234,26 @@ class PromptedLM(ConvRecModel):
         self.lm_layers, self.lm_heads, self.hidden = lm_shape(lm)
         self._eos = tokenizer.eos_token_id
         self._slot = tokenizer.convert_tokens_to_ids(SLOT_TOKEN)
-        self._system = tokenizer(speaker_prefix("recommender").rstrip())["input_ids"]
+        self._system = tokenizer(speaker_prefix("recommender").rstrip(), add_special_tokens=False)[
+            "input_ids"
+        ]
+
+    def entity_encoder(self, hidden: int) -> EntityEncoder:
+        """The R-GCN entity encoder of one prompt side (UniCRS), at the backbone width
+        `hidden`, with the entity-name prior when `model.entity_names` is on."""
+        config = self.config
+        dim = config.entity_dim or hidden // 2
+        if not config.entity_names:
+            return EntityEncoder(self.task.kg, dim, hidden, config)
+        names = EntityNames(self.task.dataset, self.encoder, hidden, config.name_scale)
+        return NamedEntityEncoder(self.task.kg, dim, hidden, config, names)
+
+    def head_lr_scale(self, parameter: nn.Parameter) -> float:
+        """Stage learning-rate factor: `model.head_lr_scale` for the score head's own
+        parameters (item bias, name scales), 1 for the prompt."""
+        head = [getattr(self, "entity_bias", None)]
+        head += [m.scale for m in self.modules() if isinstance(m, EntityNames)]
+        return self.config.head_lr_scale if any(parameter is p for p in head) else 1.0
 
     def _own_text_memo(self) -> None:
         """Encoder weights came from a checkpoint: states of the shared memo do not apply."""
@@ -346,11 +382,17 @@ class PromptedLM(ConvRecModel):
         """The user vector [B, rec_hidden] under the recommendation prefix: the prompted
         encoder's pooled output, or the LM's last-layer state at the context's last token."""
         if self.config.rec_backbone == "encoder":
-            return self.rec_encoder.user(
+            user = self.rec_encoder.user(
                 batch["text_ids"], batch["text_mask"], prefix, self.config.rec_pooling
             )
-        states = self.backbone.hidden_states(batch["context_ids"], batch["context_mask"], prefix)
-        return states[:, -1]
+        else:
+            states = self.backbone.hidden_states(
+                batch["context_ids"], batch["context_mask"], prefix
+            )
+            user = states[:, -1]
+        if self.config.rec_normalize:
+            user = F.normalize(user, dim=-1)
+        return self.user_dropout(user)
 
     def recommend(self, batch: Batch) -> torch.Tensor:
         user, table = self._user(batch)

@@ -35,10 +35,10 @@ import torch.nn.functional as F
 from pydantic import ConfigDict, Field
 from torch import nn
 
-from convrec.data.kg import KnowledgeGraph
 from convrec.data.tasks import RecTask
+from convrec.graph.encoders import EntityEncoder
 from convrec.models.base import Batch, Stage
-from convrec.models.prompted import PromptedLM, PromptedLMConfig, entity_encoder, start_from
+from convrec.models.prompted import PromptedLM, PromptedLMConfig, start_from
 from convrec.prompting.alignment import (
     auxiliary_loss,
     contrastive_loss,
@@ -95,10 +95,10 @@ class STEPEncoder(nn.Module):
     """One prompt side: entity encoder, token projection and F-Former."""
 
     def __init__(
-        self, kg: KnowledgeGraph, config: STEPConfig, text_dim: int, hidden: int, heads: int
+        self, entities: EntityEncoder, config: STEPConfig, text_dim: int, hidden: int, heads: int
     ):
         super().__init__()
-        self.entities = entity_encoder(kg, config, hidden)
+        self.entities = entities
         self.tokens = TokenProjection(text_dim, hidden)
         self.fformer = FFormer(
             hidden,
@@ -141,12 +141,16 @@ class STEP(PromptedLM):
 
     def __init__(self, config: STEPConfig, task: RecTask) -> None:
         super().__init__(config, task)
-        text = (task.kg, config, self.encoder.dim)
-        self.rec_side = STEPEncoder(*text, self.rec_hidden, self.rec_heads)
+        text = (config, self.encoder.dim)
+        self.rec_side = STEPEncoder(
+            self.entity_encoder(self.rec_hidden), *text, self.rec_hidden, self.rec_heads
+        )
         self.rec_prefix = TaskPrefix(config.n_prefix_rec, self.rec_hidden)
         self.rec_projection = PrefixProjection(self.rec_hidden, self.rec_layers, self.rec_heads)
         if config.conversation:
-            self.conv_side = STEPEncoder(*text, self.hidden, self.lm_heads)
+            self.conv_side = STEPEncoder(
+                self.entity_encoder(self.hidden), *text, self.hidden, self.lm_heads
+            )
             self.conv_prefix = TaskPrefix(config.n_prefix_conv, self.hidden)
             self.conv_adapter = nn.Sequential(
                 nn.Linear(self.hidden, self.hidden), nn.LayerNorm(self.hidden)
@@ -295,6 +299,7 @@ class STEP(PromptedLM):
                 collate=self.with_targets,
                 parameters=params(self.rec_side, self.rec_projection),
                 epoch_begin=self._pretrain_epoch,
+                lr_scale=self.head_lr_scale,
             ),
             Stage(
                 name="recommend",
@@ -304,6 +309,7 @@ class STEP(PromptedLM):
                 parameters=params(self.rec_side, self.rec_projection, self.rec_prefix),
                 begin=self._begin_recommendation,
                 epoch_begin=self._recommend_epoch,
+                lr_scale=self.head_lr_scale,
             ),
         ]
         if self.config.conversation:

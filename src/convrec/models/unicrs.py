@@ -30,10 +30,10 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from convrec.data.kg import KnowledgeGraph
 from convrec.data.tasks import RecTask
+from convrec.graph.encoders import EntityEncoder
 from convrec.models.base import Batch, Stage
-from convrec.models.prompted import PromptedLM, PromptedLMConfig, entity_encoder, start_from
+from convrec.models.prompted import PromptedLM, PromptedLMConfig, start_from
 from convrec.prompting.prefix import (
     Prefix,
     PrefixProjection,
@@ -53,16 +53,10 @@ class UniCRSPrompt(nn.Module):
     """Entity encoder + token projection + fusion + prefix projection (one prompt side)."""
 
     def __init__(
-        self,
-        kg: KnowledgeGraph,
-        config: UniCRSConfig,
-        text_dim: int,
-        n_layer: int,
-        n_head: int,
-        hidden: int,
+        self, entities: EntityEncoder, text_dim: int, n_layer: int, n_head: int, hidden: int
     ) -> None:
         super().__init__()
-        self.entities = entity_encoder(kg, config, hidden)
+        self.entities = entities
         self.tokens = TokenProjection(text_dim, hidden)
         self.fusion = SemanticFusion(hidden)
         self.prefix = PrefixProjection(hidden, n_layer, n_head)
@@ -99,11 +93,23 @@ class UniCRS(PromptedLM):
 
     def __init__(self, config: UniCRSConfig, task: RecTask) -> None:
         super().__init__(config, task)
-        text = (task.kg, config, self.encoder.dim)
-        self.rec_prompt = UniCRSPrompt(*text, self.rec_layers, self.rec_heads, self.rec_hidden)
+        text_dim = self.encoder.dim
+        self.rec_prompt = UniCRSPrompt(
+            self.entity_encoder(self.rec_hidden),
+            text_dim,
+            self.rec_layers,
+            self.rec_heads,
+            self.rec_hidden,
+        )
         self.rec_prefix = TaskPrefix(config.n_prefix_rec, self.rec_hidden)
         if config.conversation:
-            self.conv_prompt = UniCRSPrompt(*text, self.lm_layers, self.lm_heads, self.hidden)
+            self.conv_prompt = UniCRSPrompt(
+                self.entity_encoder(self.hidden),
+                text_dim,
+                self.lm_layers,
+                self.lm_heads,
+                self.hidden,
+            )
             self.conv_prefix = TaskPrefix(config.n_prefix_conv, self.hidden)
         # Set when the recommendation stage begins; checkpoints carry it.
         self.register_buffer("rec_prefix_on", torch.zeros((), dtype=torch.bool))
@@ -151,6 +157,7 @@ class UniCRS(PromptedLM):
                 samples=lambda: pretrain,
                 collate=self.with_targets,
                 parameters=prompt_params(self.rec_prompt),
+                lr_scale=self.head_lr_scale,
             ),
             Stage(
                 name="recommend",
@@ -159,6 +166,7 @@ class UniCRS(PromptedLM):
                 collate=self.recommendation_samples_collate,
                 parameters=prompt_params(self.rec_prompt, self.rec_prefix),
                 begin=self._begin_recommendation,
+                lr_scale=self.head_lr_scale,
             ),
         ]
         if self.config.conversation:

@@ -40,6 +40,9 @@ class PrefixLM(nn.Module):
         self.lm = lm
         self.precision = precision
         self.n_layer, self.n_head, self.hidden = lm_shape(lm)
+        # What maps last-layer states to logits: GPT-2's output layer, or a BERT decoder's
+        # `cls` head (a transform, then the output layer tied to the embeddings).
+        self.head = getattr(lm, "cls", None) or lm.get_output_embeddings()
         config = lm.config
         self.max_positions = int(
             getattr(config, "n_positions", None)
@@ -94,8 +97,9 @@ class PrefixLM(nn.Module):
         return states.float()
 
     def logits(self, states: torch.Tensor) -> torch.Tensor:
+        """Vocabulary logits of last-layer states (the LM's own head)."""
         with autocast(states.device, self.precision):
-            return self.lm.get_output_embeddings()(states).float()
+            return self.head(states).float()
 
     @torch.no_grad()
     def generate(

@@ -95,7 +95,8 @@ class PrefixProjection(nn.Module):
         # [B, P, layer, k|v, head, head_dim] -> [layer, k|v, B, head, P, head_dim]
         kv = flat.view(batch, length, self.n_layer, 2, self.n_head, self.head_dim)
         kv = kv.permute(2, 3, 0, 4, 1, 5)
-        return [(kv[layer, 0], kv[layer, 1]) for layer in range(self.n_layer)]
+        # unbind, not indexing: the backward of each index would allocate the whole tensor
+        return [(key, value) for key, value in (layer.unbind(0) for layer in kv.unbind(0))]
 
 
 @dataclass

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -50,9 +52,32 @@ class CompactLMConfig(Settings):
     dropout: float = Field(0.1, ge=0, lt=1, description="residual, embedding, attention dropout")
 
 
+class ExtraCorpus(Settings):
+    """Another dataset whose training dialogues join the LM's corpus (never its validation
+    or test dialogues: give the hold-out its own runs use, so that a run on it never
+    scores an LM that read its test split)."""
+
+    dataset: str = Field(description="registered dataset name, e.g. redial")
+    data_dir: str | None = Field(None, description="its directory (not needed for demo)")
+    options: dict[str, Any] = Field(default_factory=dict, description="reader options")
+    valid_fraction: float = Field(0.1, ge=0, lt=1, description="as data.valid_fraction")
+    test_fraction: float = Field(0.0, ge=0, lt=1, description="as data.test_fraction")
+    split_seed: int = Field(0, description="as data.split_seed")
+
+
 class LMPretrainConfig(Settings):
     """How the compact LM is pre-trained (causal LM loss on packed dialogue text)."""
 
+    base: str | None = Field(
+        None,
+        description="null: a GPT-2 built from `architecture` and trained from scratch; or a "
+        "pretrained BERT-family encoder (all-MiniLM-L6-v2, or a directory) made a causal "
+        "decoder with its own weights and WordPiece vocabulary, then trained on the corpus",
+    )
+    corpora: list[ExtraCorpus] = Field(
+        default_factory=list,
+        description="datasets whose training dialogues are added to the run's own",
+    )
     architecture: CompactLMConfig = Field(default_factory=CompactLMConfig)
     block_size: int = Field(128, ge=8, description="tokens per packed training sequence")
     epochs: int = Field(2, ge=1, description="passes over the training dialogues")
@@ -118,6 +143,27 @@ def load_local_model(
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+def decoder_from_encoder(
+    name_or_path: str | Path, *, num_items: int = 0
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A pretrained BERT-family encoder as a causal LM: its weights with causal
+    self-attention (`is_decoder`), its tokenizer with convrec's tokens, and an LM head
+    whose output layer is tied to the word embeddings (the transform before it is new)."""
+    from convrec.text.encoder import resolve_encoder_path
+
+    path = resolve_encoder_path(str(name_or_path))
+    as_decoder = SimpleNamespace(
+        from_pretrained=partial(AutoModelForCausalLM.from_pretrained, is_decoder=True)
+    )
+    return load_local_model(
+        as_decoder,
+        path,
+        lambda p: load_tokenizer(p, num_items=num_items),
+        missing=LMNotFoundError,
+        hint="Use all-MiniLM-L6-v2 (bundled) or the directory of a BERT / RoBERTa checkpoint.",
+    )
 
 
 def load_causal_lm(

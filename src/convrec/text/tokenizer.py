@@ -43,6 +43,8 @@ def add_special_tokens(tokenizer: PreTrainedTokenizerBase, num_items: int = 0) -
     Item tokens `<item_k>` name catalogue positions (`convrec.data.samples.item_token`).
     """
     before = len(tokenizer)
+    if tokenizer.eos_token is None and tokenizer.sep_token is not None:
+        tokenizer.eos_token = tokenizer.sep_token  # BERT's [SEP] ends a turn
     if tokenizer.pad_token is None:
         tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
     vocab = tokenizer.get_vocab()

@@ -37,8 +37,14 @@ from convrec.data.schema import ConversationDataset, Dialogue
 from convrec.data.splits import HoldOut
 from convrec.models.base import Batch, Stage
 from convrec.text.dialogue import render_turn
-from convrec.text.lm import PRETRAIN_INFO, LMPretrainConfig, build_causal_lm
-from convrec.text.tokenizer import load_tokenizer
+from convrec.text.encoder import resolve_encoder_path
+from convrec.text.lm import (
+    PRETRAIN_INFO,
+    LMPretrainConfig,
+    build_causal_lm,
+    decoder_from_encoder,
+)
+from convrec.text.tokenizer import BUNDLED_BPE, load_tokenizer
 from convrec.training.checkpoint import seed_everything
 from convrec.training.trainer import Trainer
 
@@ -68,6 +74,19 @@ def pack_dialogues(dialogues: Sequence[Dialogue], tokenizer: Any, block_size: in
     flat = torch.tensor(list(itertools.chain.from_iterable([*ids, eos] for ids in encoded)))
     usable = len(flat) // block_size * block_size
     return flat[:usable].view(-1, block_size)
+
+
+def corpus_words(dialogues: Sequence[Dialogue]) -> int:
+    """Whitespace-separated words of the corpus text, each end of turn counted as one."""
+    return sum(len(render_turn(t, "slot").split()) + 1 for d in dialogues for t in d.turns)
+
+
+def corpus_tokens(dialogues: Sequence[Dialogue], tokenizer: Any) -> int:
+    """Tokens of the corpus text as `pack_dialogues` writes it (before blocking)."""
+    texts = [render_turn(turn, "slot") for dialogue in dialogues for turn in dialogue.turns]
+    if not texts:
+        return 0
+    return sum(len(ids) + 1 for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
 
 
 class CausalLMPretraining(nn.Module):
@@ -160,22 +179,28 @@ def pretrain_lm(
         log.info("compact LM found in cache: %s", final)
         return final
 
-    tokenizer = load_tokenizer()
+    tokenizer = load_tokenizer(
+        BUNDLED_BPE if config.base is None else resolve_encoder_path(config.base)
+    )
     block = config.block_size
     train = torch.cat([pack_dialogues(d.dialogues("train"), tokenizer, block) for d, _ in loaded])
-    valid = torch.cat(
-        [
-            pack_dialogues(d.dialogues("valid"), tokenizer, block)
-            for d, _ in loaded
-            if "valid" in d.splits
-        ]
+    # Selected and reported on the first dataset's validation dialogues (the run's own), so
+    # that LMs trained on different corpora are compared on the same text.
+    reference = loaded[0][0]
+    reference_valid = reference.dialogues("valid") if "valid" in reference.splits else []
+    valid = pack_dialogues(reference_valid, tokenizer, block)
+    words_per_token = corpus_words(reference_valid) / max(
+        corpus_tokens(reference_valid, tokenizer), 1
     )
     if len(train) < 1 or len(valid) < 1:
         raise ValueError(
             "the datasets have too little text for one training and one validation block"
         )
     seed_everything(config.seed)
-    lm = build_causal_lm(config.architecture, tokenizer)
+    if config.base is None:
+        lm = build_causal_lm(config.architecture, tokenizer)
+    else:  # seeded too: the LM head's transform is new
+        lm, _ = decoder_from_encoder(config.base)
     module = CausalLMPretraining(lm, train, valid)
     work = root / f"{key[:24]}.partial"
     trainer = Trainer(
@@ -219,6 +244,9 @@ def pretrain_lm(
         "valid_tokens": int(valid.numel()),
         "parameters": sum(p.numel() for p in lm.parameters()),
         "valid_perplexity": best["valid/perplexity"],
+        # per word (whitespace-separated, end of turn counted): comparable across tokenizers
+        "valid_word_perplexity": math.exp(min(best["valid/loss"] / words_per_token, 50.0)),
+        "valid_words_per_token": words_per_token,
         "best_epoch": best["epoch"],
         "epochs_run": epochs_run,
         "seconds_this_process": round(seconds, 1),

@@ -27,6 +27,7 @@ from convrec.data.errors import DataFormatError
 from convrec.data.files import write_atomic
 from convrec.data.jsonl import read_json
 from convrec.data.schema import ConversationDataset, SequentialDataset
+from convrec.data.splits import HoldOut
 from convrec.data.tasks import EmptySplitError, RecTask, SeqTask, Task
 from convrec.evaluation.conversation import conversation_markdown, conversation_metrics
 from convrec.evaluation.recommendation import METRIC_MATRIX, rank_targets, validation_metrics
@@ -130,10 +131,22 @@ def resolve_backbones(config: RunConfig, *, progress: bool = True) -> RunConfig:
         return config
     if not getattr(config.model, "uses_lm", True):
         return config
-    source = CorpusSource(
-        config.dataset, config.data_dir, dict(config.data.options), config.data.holdout()
-    )
-    path = pretrain_lm([source], config.model.compact_lm, progress=progress)  # type: ignore[attr-defined]
+    settings = config.model.compact_lm  # type: ignore[attr-defined]
+    sources = [
+        CorpusSource(
+            config.dataset, config.data_dir, dict(config.data.options), config.data.holdout()
+        ),
+        *(
+            CorpusSource(
+                extra.dataset,
+                extra.data_dir,
+                dict(extra.options),
+                HoldOut(extra.valid_fraction, extra.test_fraction, extra.split_seed),
+            )
+            for extra in settings.corpora
+        ),
+    ]
+    path = pretrain_lm(sources, settings, progress=progress)
     model = config.model.model_copy(update={"lm": str(path)})
     return dataclasses.replace(config, model=model)
 

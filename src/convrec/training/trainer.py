@@ -167,9 +167,21 @@ class Trainer:
             p.requires_grad_(id(p) in chosen)
         return [p for p in self.model.parameters() if p.requires_grad]
 
-    def _optimizer(self, params: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+    def _optimizer(
+        self, params: list[nn.Parameter], config: TrainConfig, stage: Stage
+    ) -> torch.optim.Optimizer:
+        """One parameter group per learning-rate factor of the stage (in first-seen order,
+        so a resumed stage rebuilds the same groups)."""
         kind = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-        return kind(params, lr=config.lr, weight_decay=config.weight_decay)
+        groups: dict[float, list[nn.Parameter]] = {}
+        for p in params:
+            scale = 1.0 if stage.lr_scale is None else float(stage.lr_scale(p))
+            groups.setdefault(scale, []).append(p)
+        return kind(
+            [{"params": group, "lr": config.lr * scale} for scale, group in groups.items()],
+            lr=config.lr,
+            weight_decay=config.weight_decay,
+        )
 
     def _batches(self, num_samples: int, epoch: int, size: int) -> list[torch.Tensor]:
         generator = torch.Generator().manual_seed(
@@ -194,7 +206,7 @@ class Trainer:
         self.stage_config = config
         samples: Sequence[Any] = stage.samples()
         params = self._trainable(stage)
-        optimizer = self._optimizer(params, config)
+        optimizer = self._optimizer(params, config, stage)
         resuming_inside = checkpoint is not None and "optimizer" in checkpoint
         if stage.begin is not None and not resuming_inside:
             stage.begin()
