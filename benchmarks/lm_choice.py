@@ -1,8 +1,7 @@
 """Which compact generator? Candidate causal LMs pre-trained on dialogues, compared on
 INSPIRED's validation dialogues.
 
-    python benchmarks/lm_choice.py [--inspired ../shared/data/inspired] [--redial ../shared/data/redial]
-                                   [--only NAME ...]
+    python benchmarks/lm_choice.py [--inspired DIR] [--redial DIR] [--only NAME ...]
 
 Each candidate is `convrec lm pretrain` with other settings (cached: a finished one
 returns at once, an interrupted one resumes). Perplexity is reported per token and per

@@ -54,7 +54,9 @@ class Head(nn.Module):
         kg = task.kg
         self.register_buffer("items", torch.from_numpy(kg.items))
         self.names = EntityNames(task.dataset, encoder, dim, 10.0) if "names" in table else None
-        self.graph = EntityEncoder(kg, dim // 2, dim, PromptedLMConfig()) if "rgcn" in table else None
+        self.graph = None
+        if "rgcn" in table:
+            self.graph = EntityEncoder(kg, dim // 2, dim, PromptedLMConfig())
         self.free = nn.Parameter(torch.zeros(kg.num_items, dim)) if "free" in table else None
         self.bias = nn.Parameter(torch.zeros(kg.num_items))
         self.dropout = nn.Dropout(0.1)
