@@ -19,7 +19,6 @@ import json
 import time
 from pathlib import Path
 
-from convrec.data.splits import HoldOut
 from convrec.text.lm import CompactLMConfig, ExtraCorpus, LMPretrainConfig, pretrain_info
 from convrec.training.lm_pretrain import CorpusSource, pretrain_lm
 
@@ -52,15 +51,8 @@ def candidates(redial_dir: str) -> dict[str, tuple[str, LMPretrainConfig]]:
 
 
 def sources(config: LMPretrainConfig, inspired_dir: str) -> list[CorpusSource]:
-    extra = [
-        CorpusSource(
-            c.dataset,
-            c.data_dir,
-            dict(c.options),
-            HoldOut(c.valid_fraction, c.test_fraction, c.split_seed),
-        )
-        for c in config.corpora
-    ]
+    """What a run on INSPIRED with these `model.compact_lm` settings pre-trains on."""
+    extra = [CorpusSource.extra(corpus) for corpus in config.corpora]
     return [CorpusSource("inspired", inspired_dir), *extra]
 
 

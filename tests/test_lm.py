@@ -181,3 +181,28 @@ def test_a_run_adds_the_extra_corpora_with_their_hold_out(monkeypatch) -> None:
     own, extra = seen["sources"]
     assert own.name == "demo" and own.holdout == config.data.holdout()
     assert extra.options == {"seed": 3} and extra.holdout == HoldOut(0.2, 0.1, 0)
+
+
+def test_the_cli_pretrains_the_lm_a_run_with_the_same_settings_finds(isolated_cache) -> None:
+    """`convrec lm pretrain` adds the `corpora` sources as a run does, so a run with the
+    same `model.compact_lm` finds the cached LM instead of training another."""
+    settings = [
+        "architecture.n_layer=1",
+        "architecture.n_embd=32",
+        "architecture.n_head=2",
+        "block_size=32",
+        "epochs=1",
+        "max_steps=2",
+        "corpora=[{dataset: demo, options: {seed: 3}}]",
+    ]
+    result = CliRunner().invoke(
+        app, ["lm", "pretrain", "--dataset", "demo", "--no-progress", *settings]
+    )
+    assert result.exit_code == 0, result.output
+    path = result.output.split("compact LM: ")[1].split()[0]
+    info = pretrain_info(path)
+    assert [d["options"] for d in info["datasets"]] == [{}, {"seed": 3}]
+    config = resolve_config(
+        "unicrs", "demo", None, overrides=[f"model.compact_lm.{s}" for s in settings]
+    )
+    assert run_module.resolve_backbones(config, progress=False).model.lm == path

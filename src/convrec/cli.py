@@ -139,12 +139,13 @@ def lm_pretrain(
         list[str] | None,
         typer.Argument(
             help="key=value settings, e.g. epochs=1 architecture.n_layer=6 "
+            "base=all-MiniLM-L6-v2 'corpora=[{dataset: redial, data_dir: DIR}]' "
             "(the `model.compact_lm` section of a prompt-learning model's config)"
         ),
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
-    """Pre-train the compact GPT-2 on dialogues (cached: a second call returns at once)."""
+    """Pre-train the compact LM on dialogues (cached: a second call returns at once)."""
     from convrec.config import validate_settings
     from convrec.text.lm import LMPretrainConfig, pretrain_info
     from convrec.training.lm_pretrain import CorpusSource, pretrain_lm
@@ -158,6 +159,7 @@ def lm_pretrain(
             for i, name in enumerate(dataset)
         ]
         config = validate_settings(LMPretrainConfig, settings or [], "command line")
+        sources += [CorpusSource.extra(corpus) for corpus in config.corpora]
         path = pretrain_lm(sources, config, progress=progress)
     info = pretrain_info(path) or {}
     typer.echo(

@@ -40,6 +40,7 @@ from convrec.text.dialogue import render_turn
 from convrec.text.encoder import resolve_encoder_path
 from convrec.text.lm import (
     PRETRAIN_INFO,
+    ExtraCorpus,
     LMPretrainConfig,
     build_causal_lm,
     decoder_from_encoder,
@@ -62,6 +63,12 @@ class CorpusSource:
     data_dir: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     holdout: HoldOut = field(default_factory=HoldOut)
+
+    @classmethod
+    def extra(cls, corpus: ExtraCorpus) -> CorpusSource:
+        """The source an `LMPretrainConfig.corpora` entry names."""
+        holdout = HoldOut(corpus.valid_fraction, corpus.test_fraction, corpus.split_seed)
+        return cls(corpus.dataset, corpus.data_dir, dict(corpus.options), holdout)
 
 
 def pack_dialogues(dialogues: Sequence[Dialogue], tokenizer: Any, block_size: int) -> torch.Tensor:

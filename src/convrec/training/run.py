@@ -27,7 +27,6 @@ from convrec.data.errors import DataFormatError
 from convrec.data.files import write_atomic
 from convrec.data.jsonl import read_json
 from convrec.data.schema import ConversationDataset, SequentialDataset
-from convrec.data.splits import HoldOut
 from convrec.data.tasks import EmptySplitError, RecTask, SeqTask, Task
 from convrec.evaluation.conversation import conversation_markdown, conversation_metrics
 from convrec.evaluation.recommendation import METRIC_MATRIX, rank_targets, validation_metrics
@@ -136,15 +135,7 @@ def resolve_backbones(config: RunConfig, *, progress: bool = True) -> RunConfig:
         CorpusSource(
             config.dataset, config.data_dir, dict(config.data.options), config.data.holdout()
         ),
-        *(
-            CorpusSource(
-                extra.dataset,
-                extra.data_dir,
-                dict(extra.options),
-                HoldOut(extra.valid_fraction, extra.test_fraction, extra.split_seed),
-            )
-            for extra in settings.corpora
-        ),
+        *(CorpusSource.extra(corpus) for corpus in settings.corpora),
     ]
     path = pretrain_lm(sources, settings, progress=progress)
     model = config.model.model_copy(update={"lm": str(path)})
