@@ -206,3 +206,14 @@ def test_the_cli_pretrains_the_lm_a_run_with_the_same_settings_finds(isolated_ca
         "unicrs", "demo", None, overrides=[f"model.compact_lm.{s}" for s in settings]
     )
     assert run_module.resolve_backbones(config, progress=False).model.lm == path
+    # --model: the model's own compact_lm settings (here its demo section), then these.
+    for_model = [s for s in settings if not s.startswith("epochs")]
+    result = CliRunner().invoke(
+        app, ["lm", "pretrain", "-d", "demo", "--model", "unicrs", "--no-progress", *for_model]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.split("compact LM: ")[1].split()[0] == path
+    result = CliRunner().invoke(
+        app, ["lm", "pretrain", "-d", "demo", "-m", "unicrs", "model.conversation=false"]
+    )
+    assert result.exit_code == 2 and "compact_lm" in result.output

@@ -143,24 +143,51 @@ def lm_pretrain(
             "(the `model.compact_lm` section of a prompt-learning model's config)"
         ),
     ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Pre-train exactly the LM `convrec train --model NAME` would use on the one "
+            "--dataset: its `model.compact_lm` settings (YAML, dataset section), then these.",
+        ),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Pre-train the compact LM on dialogues (cached: a second call returns at once)."""
-    from convrec.config import validate_settings
-    from convrec.text.lm import LMPretrainConfig, pretrain_info
+    from convrec.config import resolve_config, validate_settings
+    from convrec.text.lm import PRETRAINED_LM, LMPretrainConfig, pretrain_info
     from convrec.training.lm_pretrain import CorpusSource, pretrain_lm
+    from convrec.training.run import resolve_backbones
 
     with user_errors():
         dirs = list(data_dir or [])
         if len(dirs) > len(dataset):
             raise ValueError(f"{len(dirs)} --data-dir for {len(dataset)} --dataset")
-        sources = [
-            CorpusSource(name, str(dirs[i]) if i < len(dirs) else None)
-            for i, name in enumerate(dataset)
-        ]
-        config = validate_settings(LMPretrainConfig, settings or [], "command line")
-        sources += [CorpusSource.extra(corpus) for corpus in config.corpora]
-        path = pretrain_lm(sources, config, progress=progress)
+        if model is not None:
+            if len(dataset) != 1:
+                raise ValueError("--model takes one --dataset (add others with corpora=...)")
+            overrides = [f"model.compact_lm.{item}" for item in settings or []]
+            run = resolve_config(
+                model, dataset[0], str(dirs[0]) if dirs else None, overrides=overrides
+            )
+            if getattr(run.model, "compact_lm", None) is None:
+                raise ValueError(f"model {model!r} has no compact LM to pre-train")
+            lm = resolve_backbones(run, progress=progress).model.lm  # type: ignore[attr-defined]
+            if lm == PRETRAINED_LM:
+                raise ValueError(
+                    f"{model} uses no LM with these settings (a recommendation-only run on "
+                    "the encoder backbone)"
+                )
+            path = Path(lm)
+        else:
+            sources = [
+                CorpusSource(name, str(dirs[i]) if i < len(dirs) else None)
+                for i, name in enumerate(dataset)
+            ]
+            config = validate_settings(LMPretrainConfig, settings or [], "command line")
+            sources += [CorpusSource.extra(corpus) for corpus in config.corpora]
+            path = pretrain_lm(sources, config, progress=progress)
     info = pretrain_info(path) or {}
     typer.echo(
         f"compact LM: {path}\n"
