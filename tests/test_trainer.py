@@ -260,6 +260,12 @@ def test_per_stage_settings_own_validation_and_begin_hook(tmp_path):
     assert second[losses.index(min(losses))]["best"]
     assert model.begun == 1
     assert all(row["samples_per_s"] > 0 for row in history)
+    # An epoch's train loss is the mean of its own steps (not of the previous stage's).
+    steps = trainer.state.step_losses
+    first_stage_steps = history[1]["optimizer_steps"]
+    assert second[0]["train_loss"] == pytest.approx(
+        sum(steps[first_stage_steps : first_stage_steps + 2]) / 2
+    )
 
 
 def test_unknown_stage_in_settings_is_an_error(tmp_path):

@@ -253,7 +253,10 @@ class Trainer:
         if self.best_path.exists():
             load_weights(self.model, self.best_path)
         self.state = TrainState(
-            stage=state.stage + 1, history=state.history, step_losses=state.step_losses
+            stage=state.stage + 1,
+            history=state.history,
+            step_losses=state.step_losses,
+            epoch_first_step=len(state.step_losses),  # the next stage's losses start here
         )
         self._save()
         if self.dist.is_main:
