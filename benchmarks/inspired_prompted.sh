@@ -17,7 +17,6 @@ times=$here/results/inspired_prompted_time.json
 # The conversation LM reads the ReDial file's training dialogues too (with the hold-out of
 # the ReDial runs, benchmarks/redial_baselines.sh); see benchmarks/lm_choice.py.
 corpora="[{dataset: redial, data_dir: $redial, options: {split_files: {train: valid_data.jsonl}}, test_fraction: 0.2}]"
-overrides=("model.compact_lm.corpora=$corpora")
 # shellcheck source=benchmarks/sweep.sh
 source "$here/sweep.sh"
 
@@ -26,6 +25,7 @@ convrec lm pretrain --model unicrs --dataset inspired --data-dir "$data" --no-pr
 echo "conversation LM ready in $(($(date +%s) - lm_start)) s"
 run popularity popularity 0
 run repeat repeat 0
+overrides=("model.compact_lm.corpora=$corpora")  # the prompt methods' LM settings
 for seed in 0 1 2; do
     run "unicrs-s$seed" unicrs "$seed"
     run "step-s$seed" step "$seed"

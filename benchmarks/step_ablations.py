@@ -48,7 +48,8 @@ ROWS: dict[str, tuple[str, list[str]]] = {
 }
 PRECISIONS = ("bfloat16", "float32")
 BACKBONES = {
-    "encoder": "Recommender on the pretrained encoder (all-MiniLM-L6-v2 under deep prompts)",
+    "encoder": "Recommender on the pretrained encoder (all-MiniLM-L6-v2 under deep prompts) "
+    "scored against entity rows with name vectors (issue 15's defaults)",
     "lm": "Recommender on the compact LM (GPT-2 4 x 256 trained from scratch) with the earlier "
     "defaults (pre-training on the context before the turn, items only)",
 }

@@ -36,6 +36,16 @@ def test_unknown_key_names_the_key_and_the_allowed_ones():
     assert "lr" in message and "batch_size" in message
 
 
+def test_unknown_nested_key_lists_the_nested_settings():
+    with pytest.raises(ConfigError) as info:
+        resolve_config("unicrs", "demo", overrides=["model.compact_lm.blocksize=256"])
+    message = str(info.value)
+    assert "unknown key 'model.compact_lm.blocksize'; allowed:" in message
+    assert "block_size" in message and "n_prefix_rec" not in message
+    with pytest.raises(ConfigError, match=r"unknown key 'model\.lm'; model takes none"):
+        resolve_config("popularity", "demo", overrides=["model.lm=x"])
+
+
 def test_wrong_type_names_the_key():
     with pytest.raises(ConfigError, match=r"command line: train.lr: .*number.*'fast'"):
         resolve_config("popularity", "demo", overrides=["train.lr=fast"])

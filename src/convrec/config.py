@@ -344,6 +344,17 @@ def _drop_overridden_stage_settings(
     return merged
 
 
+def _fields_at(cls: type[BaseModel], loc: tuple) -> list[str]:
+    """The settings of the (nested) config class that `loc` leads to; [] when unknown."""
+    for part in loc:
+        field = cls.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        cls = annotation
+    return list(cls.model_fields)
+
+
 def _validate(cls: type[BaseModel], values: dict[str, Any], section: str, source: str) -> Any:
     if not isinstance(values, dict):
         raise ConfigError(f"{source}: section {section!r} must be a mapping")
@@ -353,8 +364,10 @@ def _validate(cls: type[BaseModel], values: dict[str, Any], section: str, source
         error = e.errors()[0]
         key = ".".join([*([section] if section else []), *(str(p) for p in error["loc"])])
         if error["type"] == "extra_forbidden":
-            allowed = ", ".join(sorted(cls.model_fields))
-            raise ConfigError(f"{source}: unknown key {key!r}; allowed: {allowed}") from None
+            fields = _fields_at(cls, error["loc"][:-1])
+            parent = key.rpartition(".")[0] or "this section"
+            allowed = f"allowed: {', '.join(sorted(fields))}" if fields else f"{parent} takes none"
+            raise ConfigError(f"{source}: unknown key {key!r}; {allowed}") from None
         raise ConfigError(f"{source}: {key}: {error['msg']} (got {error.get('input')!r})") from None
 
 
