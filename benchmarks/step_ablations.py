@@ -3,8 +3,8 @@
 Every row is a recommendation-only STEP run (`model.conversation=false`: prompt
 pre-training + recommendation tuning, the stages the ablations change) with the default
 INSPIRED settings otherwise, evaluated on the test split under both protocols; rows are
-mean ± sample std over seeds. The frozen LM runs under bfloat16 autocast
-(`--lm-precision`, default bfloat16: ~2x faster on the 2-core CPU); runs of the two
+mean ± sample std over seeds. The frozen backbones run under bfloat16 autocast where the
+CPU computes it natively (`--lm-precision`, default auto; ~2x faster there); runs of the two
 precisions are never mixed in a row, and the float32 rows, where recorded, are reported
 beside as a check that the faster arithmetic does not move the numbers.
 
@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 from convrec.config import resolve_config
+from convrec.prompting.backbone import resolve_precision
 from convrec.training.run import train
 
 ROWS: dict[str, tuple[str, list[str]]] = {
@@ -175,14 +176,15 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=Path("runs/step-ablations"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
-    parser.add_argument("--lm-precision", choices=PRECISIONS, default="bfloat16")
+    parser.add_argument("--lm-precision", choices=("auto", *PRECISIONS), default="auto")
     parser.add_argument("--rec-backbone", choices=list(BACKBONES), default="encoder")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
+    precision = resolve_precision(args.lm_precision)  # rows never mix the two
     if not args.report_only:
         for row in args.rows:  # a row's seeds together: finished rows are complete rows
             for seed in args.seeds:
-                run_one(row, seed, args.lm_precision, args.rec_backbone, args.data_dir, args.runs)
+                run_one(row, seed, precision, args.rec_backbone, args.data_dir, args.runs)
                 print(report(), flush=True)
     print(report())
 

@@ -209,3 +209,14 @@ def test_a_bert_decoder_scores_through_its_own_lm_head() -> None:
             IDS[:1, 2:], MASK[:1, 2:], Prefix([(k[:1], v[:1]) for k, v in kv])
         )
     torch.testing.assert_close(padded[0, 2:], alone[0], atol=1e-5, rtol=1e-5)
+
+
+def test_auto_precision_is_bfloat16_only_where_the_hardware_computes_it(monkeypatch) -> None:
+    from convrec.prompting import backbone
+
+    assert backbone.resolve_precision("float32") == "float32"
+    assert backbone.resolve_precision("bfloat16") == "bfloat16"  # asked for: obeyed
+    monkeypatch.setattr(backbone, "native_bfloat16", lambda: False)
+    assert backbone.resolve_precision("auto") == "float32"  # emulated bf16: 20x slower
+    monkeypatch.setattr(backbone, "native_bfloat16", lambda: True)
+    assert backbone.resolve_precision("auto") == "bfloat16"

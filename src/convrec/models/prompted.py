@@ -23,6 +23,7 @@ A subclass provides `_user` (LM state + entity table under its recommendation pr
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Literal
@@ -53,7 +54,7 @@ from convrec.models.base import (
     keep_out_of_checkpoints,
     move_to,
 )
-from convrec.prompting.backbone import Precision
+from convrec.prompting.backbone import PrecisionSetting, resolve_precision
 from convrec.prompting.encoder import Pooling, PrefixEncoder
 from convrec.prompting.entity_names import EntityNames, NamedEntityEncoder
 from convrec.prompting.lm import PrefixLM, lm_shape
@@ -70,6 +71,8 @@ _TEXT_MEMOS: dict[tuple[str, int], dict[str, torch.Tensor]] = {}
 RecBackbone = Literal["encoder", "lm"]
 Candidates = Literal["entities", "items"]
 
+log = logging.getLogger("convrec.model")
+
 
 class PromptedLMConfig(ModelConfig, GraphSettings):
     lm: str = Field(
@@ -80,10 +83,11 @@ class PromptedLMConfig(ModelConfig, GraphSettings):
     compact_lm: LMPretrainConfig = Field(
         default_factory=LMPretrainConfig, description="how the 'pretrained' LM is made"
     )
-    lm_precision: Precision = Field(
+    lm_precision: PrecisionSetting = Field(
         "float32",
-        description="the frozen backbones' compute (LM and prompted encoder): float32, or "
-        "bfloat16 autocast (~2.3x faster on CPU; prompts and losses stay float32)",
+        description="the frozen backbones' compute (LM and prompted encoder): float32, "
+        "bfloat16 autocast (~2.3x faster on a CPU with AVX512-BF16; prompts and losses stay "
+        "float32), or auto: bfloat16 where the hardware computes it, float32 elsewhere",
     )
     text_encoder: str = Field(
         DEFAULT_ENCODER,
@@ -189,6 +193,9 @@ class PromptedLM(ConvRecModel):
     def __init__(self, config: PromptedLMConfig, task: RecTask) -> None:
         super().__init__(config, task)
         self.can_respond = config.conversation
+        self.precision = resolve_precision(config.lm_precision)
+        if config.lm_precision == "auto":
+            log.info("frozen backbones in %s (lm_precision: auto)", self.precision)
         self.encoder = SentenceEncoder(
             config.text_encoder, max_tokens=config.max_text_tokens, keep="end"
         )
@@ -200,7 +207,7 @@ class PromptedLM(ConvRecModel):
         # The recommendation side's backbone: the text encoder's own (frozen) weights under
         # deep prompts, or the LM. `rec_*` is the shape its prompt must have.
         if config.rec_backbone == "encoder":
-            self.rec_encoder = PrefixEncoder(self.encoder.transformer, config.lm_precision)
+            self.rec_encoder = PrefixEncoder(self.encoder.transformer, self.precision)
             keep_out_of_checkpoints(self, "rec_encoder")
             self.rec_layers = self.rec_encoder.n_layer
             self.rec_heads = self.rec_encoder.n_head
@@ -227,7 +234,7 @@ class PromptedLM(ConvRecModel):
                 f"{self.name} directly, pass the directory that `convrec lm pretrain` printed"
             )
         lm, tokenizer = load_causal_lm(config.lm)
-        self.backbone = PrefixLM(freeze(lm), config.lm_precision)
+        self.backbone = PrefixLM(freeze(lm), self.precision)
         keep_out_of_checkpoints(self, "backbone")
         tokenizer.padding_side = "left"
         self.tokenizer = tokenizer

@@ -12,6 +12,23 @@ from transformers import DynamicCache
 from convrec.prompting.prefix import KeyValues
 
 Precision = Literal["float32", "bfloat16"]
+PrecisionSetting = Literal["auto", "float32", "bfloat16"]
+
+
+def native_bfloat16() -> bool:
+    """Whether this machine computes bfloat16 in hardware: a CUDA GPU that supports it, or
+    a CPU with AVX512-BF16 / AMX. Elsewhere autocast emulates it, and a bfloat16 matmul was
+    measured 20x *slower* than float32 (2-core AMD EPYC with AVX2 only)."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def resolve_precision(setting: PrecisionSetting) -> Precision:
+    """`auto`: bfloat16 where the hardware has it (about 2x faster), float32 elsewhere."""
+    if setting == "auto":
+        return "bfloat16" if native_bfloat16() else "float32"
+    return setting
 
 
 def autocast(device: torch.device, precision: Precision) -> AbstractContextManager:
