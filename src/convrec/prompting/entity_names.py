@@ -14,7 +14,7 @@ With the recommender on the same encoder (`rec_backbone: encoder`), a context th
 a movie, or describes it, starts close to that movie's row before any training: on
 INSPIRED validation the untrained cosine alone ranks the target in the top 10 for 19% of
 the samples (mostly items repeated from the context), and a learned table on top of it
-beats one without it (benchmarks/results/prompted_head_probe.md).
+beats one without it (README, "The score head"; benchmarks/prompted_head_probe.py).
 """
 
 from __future__ import annotations
