@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import subprocess
@@ -22,6 +21,7 @@ from pathlib import Path
 import torch
 
 from convrec.data.datasets import get_reader
+from machine import describe_machine
 
 ROOT = Path(__file__).resolve().parents[1]
 # A whole new interpreter: imports (torch among them) + fingerprint + unpickle.
@@ -78,8 +78,7 @@ def main() -> None:
             }
             print(name, results[name])
     record = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
-        f"{torch.get_num_threads()} torch threads",
+        "machine": f"{describe_machine()}, {torch.get_num_threads()} torch threads",
         "python": platform.python_version(),
         "repeats": args.repeats,
         "note": "cached load = fingerprint the input files (sha256) + unpickle the processed "

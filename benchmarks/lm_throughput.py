@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import torch
 
 from convrec.text.lm import CompactLMConfig, build_causal_lm
 from convrec.text.tokenizer import load_tokenizer
+from machine import describe_machine
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = [(2, 128, 2), (4, 256, 4), (6, 384, 6), (12, 768, 12)]  # 12 x 768 = DialoGPT-small
@@ -76,7 +76,7 @@ def main() -> None:
     for row in rows:
         print(json.dumps(row))
     record = {
-        "machine": f"{platform.processor() or platform.machine()}, {args.threads} threads",
+        "machine": f"{describe_machine()}, {args.threads} threads",
         "torch": torch.__version__,
         "batch": "16 x 128 tokens, fp32",
         "sizes": rows,

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import statistics
 import subprocess
@@ -33,6 +32,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from machine import describe_machine
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ("convrec", "scatter", "sparse-values", "pyg")
@@ -177,7 +178,7 @@ def main() -> None:
             results.append(row)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+        "machine": f"{describe_machine()}, {torch.get_num_threads()} threads",
         "torch": torch.__version__,
         "dim": args.dim,
         "num_bases": args.bases,

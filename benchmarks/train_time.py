@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -22,6 +21,8 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
+
+from machine import describe_machine
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,7 +87,7 @@ def main() -> None:
         "threads": os.environ.get("OMP_NUM_THREADS", "all"),
         "wall_seconds": round(seconds, 1),
         "peak_rss_mib": round(peak_mib),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "machine": describe_machine(),
         "epochs_run": len(metrics["history"]),
         "test": {
             r["protocol"]["name"]: {k: round(v["mean"], 4) for k, v in r["metrics"].items()}
