@@ -6,6 +6,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertLMHeadModel, GPT2Config, GPT2LMHeadModel
 
+from convrec.prompting import backbone
 from convrec.prompting.lm import PrefixLM, lm_shape
 from convrec.prompting.prefix import Prefix, PrefixProjection, SemanticFusion, TaskPrefix
 
@@ -212,8 +213,6 @@ def test_a_bert_decoder_scores_through_its_own_lm_head() -> None:
 
 
 def test_auto_precision_is_bfloat16_only_where_the_hardware_computes_it(monkeypatch) -> None:
-    from convrec.prompting import backbone
-
     assert backbone.resolve_precision("float32") == "float32"
     assert backbone.resolve_precision("bfloat16") == "bfloat16"  # asked for: obeyed
     monkeypatch.setattr(backbone, "native_bfloat16", lambda: False)

@@ -282,3 +282,28 @@ def test_entity_names_add_the_encoders_vector_of_each_name(checkpoint, task) -> 
     # rec_normalize: the user vector is a unit vector, as the sentence encoder's output.
     user, _ = model._user(model.collate(task.eval_samples("test")[:3]))
     assert torch.allclose(user.norm(dim=1), torch.ones(3), atol=1e-5)
+
+
+def test_name_vectors_are_cached_on_disk_by_the_names_and_the_encoder(monkeypatch) -> None:
+    """Encoding ReDial's 64k names takes minutes: a second process reads them back; other
+    names (or other encoder weights) are another key."""
+    from convrec.prompting import entity_names
+    from convrec.text.encoder import SentenceEncoder
+
+    encoder = SentenceEncoder()
+    names = ["Alien (1979)", "Ridley Scott"]
+    first = entity_names.name_vectors(encoder, names)
+    assert torch.allclose(first.norm(dim=1), torch.ones(2), atol=1e-5)
+    entity_names._NAME_VECTORS.clear()  # as a new process
+
+    def not_again(*args, **kwargs):
+        raise AssertionError("encoded again")
+
+    monkeypatch.setattr(encoder, "encode", not_again)
+    assert torch.equal(entity_names.name_vectors(encoder, names), first)
+    with pytest.raises(AssertionError, match="encoded again"):
+        entity_names.name_vectors(encoder, [*names, "Heat (1995)"])
+    with torch.no_grad():
+        next(encoder.parameters()).add_(1.0)
+    with pytest.raises(AssertionError, match="encoded again"):
+        entity_names.name_vectors(encoder, names)

@@ -42,6 +42,11 @@ class RecSample:
     context_entities: tuple[int, ...]
     target_item: int
 
+    @property
+    def target_is_new(self) -> bool:
+        """The context does not name the target: the samples the strict protocol keeps."""
+        return self.target_item not in self.context_entities
+
 
 @dataclass(frozen=True, slots=True)
 class ConvSample:
@@ -89,19 +94,16 @@ def build_rec_samples(
         for index, turn, context_entities in _contexts(dialogue):
             if turns == "recommender" and turn.role != "recommender":
                 continue
-            context = set(context_entities) if new_items_only else ()
             for item in turn.items:
-                if item in context:
-                    continue
-                samples.append(
-                    RecSample(
-                        dialogue_id=dialogue.id,
-                        turn_index=index,
-                        context_turns=dialogue.turns[:index],
-                        context_entities=context_entities,
-                        target_item=item,
-                    )
+                sample = RecSample(
+                    dialogue_id=dialogue.id,
+                    turn_index=index,
+                    context_turns=dialogue.turns[:index],
+                    context_entities=context_entities,
+                    target_item=item,
                 )
+                if sample.target_is_new or not new_items_only:
+                    samples.append(sample)
     return samples
 
 

@@ -57,7 +57,7 @@ def validation_metrics(model: ConvRecModel, task: Task, batch_size: int = 256) -
     metrics = {name: v.mean().item() for name, v in matrix.items()}
     if task.kind == "conversational":
         # The strict samples are the standard ones whose target the context does not name.
-        new = torch.tensor([s.target_item not in s.context_entities for s in samples])
+        new = torch.tensor([sample.target_is_new for sample in samples])
         if new.any():
             metrics |= {f"strict/{name}": v[new].mean().item() for name, v in matrix.items()}
     return metrics

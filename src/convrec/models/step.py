@@ -141,16 +141,11 @@ class STEP(PromptedLM):
 
     def __init__(self, config: STEPConfig, task: RecTask) -> None:
         super().__init__(config, task)
-        text = (config, self.encoder.dim)
-        self.rec_side = STEPEncoder(
-            self.entity_encoder(self.rec_hidden), *text, self.rec_hidden, self.rec_heads
-        )
+        self.rec_side = self._prompt_side(self.rec_hidden, self.rec_heads)
         self.rec_prefix = TaskPrefix(config.n_prefix_rec, self.rec_hidden)
         self.rec_projection = PrefixProjection(self.rec_hidden, self.rec_layers, self.rec_heads)
         if config.conversation:
-            self.conv_side = STEPEncoder(
-                self.entity_encoder(self.hidden), *text, self.hidden, self.lm_heads
-            )
+            self.conv_side = self._prompt_side(self.hidden, self.lm_heads)
             self.conv_prefix = TaskPrefix(config.n_prefix_conv, self.hidden)
             self.conv_adapter = nn.Sequential(
                 nn.Linear(self.hidden, self.hidden), nn.LayerNorm(self.hidden)
@@ -168,6 +163,12 @@ class STEP(PromptedLM):
         self.register_buffer("pretrain_epochs", torch.zeros((), dtype=torch.long))
         self._weights = curriculum_weights(config.curriculum, 0)
         self._phase_weight = config.alignment_weight.pretrain
+
+    def _prompt_side(self, hidden: int, heads: int) -> STEPEncoder:
+        """The prompt encoder of a backbone of this width (its own entity encoder)."""
+        return STEPEncoder(
+            self.entity_encoder(hidden), self.config, self.encoder.dim, hidden, heads
+        )
 
     # -- alignment ----------------------------------------------------------------------
 

@@ -93,28 +93,19 @@ class UniCRS(PromptedLM):
 
     def __init__(self, config: UniCRSConfig, task: RecTask) -> None:
         super().__init__(config, task)
-        text_dim = self.encoder.dim
-        self.rec_prompt = UniCRSPrompt(
-            self.entity_encoder(self.rec_hidden),
-            text_dim,
-            self.rec_layers,
-            self.rec_heads,
-            self.rec_hidden,
-        )
+        self.rec_prompt = self._prompt_side(self.rec_layers, self.rec_heads, self.rec_hidden)
         self.rec_prefix = TaskPrefix(config.n_prefix_rec, self.rec_hidden)
         if config.conversation:
-            self.conv_prompt = UniCRSPrompt(
-                self.entity_encoder(self.hidden),
-                text_dim,
-                self.lm_layers,
-                self.lm_heads,
-                self.hidden,
-            )
+            self.conv_prompt = self._prompt_side(self.lm_layers, self.lm_heads, self.hidden)
             self.conv_prefix = TaskPrefix(config.n_prefix_conv, self.hidden)
         # Set when the recommendation stage begins; checkpoints carry it.
         self.register_buffer("rec_prefix_on", torch.zeros((), dtype=torch.bool))
 
     # -- prompts ------------------------------------------------------------------------
+
+    def _prompt_side(self, n_layer: int, n_head: int, hidden: int) -> UniCRSPrompt:
+        """The prompt encoder of a backbone of this shape (its own entity encoder)."""
+        return UniCRSPrompt(self.entity_encoder(hidden), self.encoder.dim, n_layer, n_head, hidden)
 
     def _rec_prompt(self, batch: Batch) -> tuple[Prefix, torch.Tensor]:
         size = len(batch["texts"])

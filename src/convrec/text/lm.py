@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -120,17 +118,19 @@ def load_local_model(
     *,
     missing: type[FileNotFoundError],
     hint: str,
+    **model_options: Any,
 ) -> tuple[Any, PreTrainedTokenizerBase]:
     """A Hugging Face model from local files only, and its tokenizer fitted to it.
 
     convrec never downloads: a name that is neither a checkpoint directory nor in the local
     Hugging Face cache raises `missing` with `hint` (what to use instead). Tokens the
     tokenizer adds grow the model's embedding table (new rows freshly initialised), and a
-    missing pad id is taken from the tokenizer.
+    missing pad id is taken from the tokenizer. `model_options` go to `from_pretrained`
+    (e.g. is_decoder=True).
     """
     path = str(name_or_path)
     try:
-        model = model_class.from_pretrained(path, local_files_only=True)
+        model = model_class.from_pretrained(path, local_files_only=True, **model_options)
     except (OSError, ValueError) as error:
         raise missing(
             f"{path!r} was not found locally: it is not a checkpoint directory and not in the "
@@ -153,16 +153,13 @@ def decoder_from_encoder(
     whose output layer is tied to the word embeddings (the transform before it is new)."""
     from convrec.text.encoder import resolve_encoder_path
 
-    path = resolve_encoder_path(str(name_or_path))
-    as_decoder = SimpleNamespace(
-        from_pretrained=partial(AutoModelForCausalLM.from_pretrained, is_decoder=True)
-    )
     return load_local_model(
-        as_decoder,
-        path,
+        AutoModelForCausalLM,
+        resolve_encoder_path(str(name_or_path)),
         lambda p: load_tokenizer(p, num_items=num_items),
         missing=LMNotFoundError,
         hint="Use all-MiniLM-L6-v2 (bundled) or the directory of a BERT / RoBERTa checkpoint.",
+        is_decoder=True,
     )
 
 

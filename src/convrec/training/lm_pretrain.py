@@ -71,29 +71,35 @@ class CorpusSource:
         return cls(corpus.dataset, corpus.data_dir, dict(corpus.options), holdout)
 
 
-def pack_dialogues(dialogues: Sequence[Dialogue], tokenizer: Any, block_size: int) -> torch.Tensor:
-    """Token blocks [N, block_size] of the dialogues written out turn by turn."""
-    texts = [render_turn(turn, "slot") for dialogue in dialogues for turn in dialogue.turns]
+def corpus_texts(dialogues: Sequence[Dialogue]) -> list[str]:
+    """The dialogues written out turn by turn, as the LM reads them."""
+    return [render_turn(turn, "slot") for dialogue in dialogues for turn in dialogue.turns]
+
+
+def token_stream(dialogues: Sequence[Dialogue], tokenizer: Any) -> torch.Tensor:
+    """The corpus as one token sequence, every turn ended by the tokenizer's eos."""
+    texts = corpus_texts(dialogues)
     if not texts:
-        return torch.zeros(0, block_size, dtype=torch.long)
+        return torch.zeros(0, dtype=torch.long)
     eos = tokenizer.eos_token_id
     encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    flat = torch.tensor(list(itertools.chain.from_iterable([*ids, eos] for ids in encoded)))
+    return torch.tensor(list(itertools.chain.from_iterable([*ids, eos] for ids in encoded)))
+
+
+def pack_tokens(flat: torch.Tensor, block_size: int) -> torch.Tensor:
+    """Blocks [N, block_size] of a token sequence (the incomplete last block dropped)."""
     usable = len(flat) // block_size * block_size
     return flat[:usable].view(-1, block_size)
 
 
+def pack_dialogues(dialogues: Sequence[Dialogue], tokenizer: Any, block_size: int) -> torch.Tensor:
+    """Token blocks [N, block_size] of the dialogues written out turn by turn."""
+    return pack_tokens(token_stream(dialogues, tokenizer), block_size)
+
+
 def corpus_words(dialogues: Sequence[Dialogue]) -> int:
     """Whitespace-separated words of the corpus text, each end of turn counted as one."""
-    return sum(len(render_turn(t, "slot").split()) + 1 for d in dialogues for t in d.turns)
-
-
-def corpus_tokens(dialogues: Sequence[Dialogue], tokenizer: Any) -> int:
-    """Tokens of the corpus text as `pack_dialogues` writes it (before blocking)."""
-    texts = [render_turn(turn, "slot") for dialogue in dialogues for turn in dialogue.turns]
-    if not texts:
-        return 0
-    return sum(len(ids) + 1 for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
+    return sum(len(text.split()) + 1 for text in corpus_texts(dialogues))
 
 
 class CausalLMPretraining(nn.Module):
@@ -195,10 +201,9 @@ def pretrain_lm(
     # that LMs trained on different corpora are compared on the same text.
     reference = loaded[0][0]
     reference_valid = reference.dialogues("valid") if "valid" in reference.splits else []
-    valid = pack_dialogues(reference_valid, tokenizer, block)
-    words_per_token = corpus_words(reference_valid) / max(
-        corpus_tokens(reference_valid, tokenizer), 1
-    )
+    valid_tokens = token_stream(reference_valid, tokenizer)
+    valid = pack_tokens(valid_tokens, block)
+    words_per_token = corpus_words(reference_valid) / max(len(valid_tokens), 1)
     if len(train) < 1 or len(valid) < 1:
         raise ValueError(
             "the datasets have too little text for one training and one validation block"
