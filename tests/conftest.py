@@ -44,6 +44,19 @@ def random_kg(
     )
 
 
+# A kbrd run on a small demo world, trained for a few steps: enough for chat and serve tests.
+SMALL_KBRD_DEMO = [
+    "data.options={num_movies: 60, num_dialogues: 160}",
+    "model.dim=16",
+    "model.attention_dim=16",
+    "model.num_bases=2",
+    "train.batch_size=16",
+    "train.eval_batch_size=64",
+    "train.max_steps=3",
+    "train.epochs=1",
+]
+
+
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
     """Never write to the user's cache from tests."""

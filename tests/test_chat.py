@@ -21,18 +21,8 @@ from convrec.evaluation.ranking import top_k_items
 from convrec.models.base import Batch, ConvRecModel, ModelConfig, Reply
 from convrec.serving import ChatReply, ChatSession
 from convrec.training.run import load_run, train
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, SMALL_KBRD_DEMO
 
-SMALL_DEMO = [
-    "data.options={num_movies: 60, num_dialogues: 160}",
-    "model.dim=16",
-    "model.attention_dim=16",
-    "model.num_bases=2",
-    "train.batch_size=16",
-    "train.eval_batch_size=64",
-    "train.max_steps=3",
-    "train.epochs=1",
-]
 CONVERSATION = "I love sci-fi\n/reset\nsomething funny, a comedy maybe\n/quit\n"
 
 runner = CliRunner()
@@ -48,7 +38,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory, cache: Path) -> Path:
     directory = tmp_path_factory.mktemp("chat-run") / "kbrd"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CONVREC_CACHE_DIR", str(cache))
-        train(resolve_config("kbrd", "demo", overrides=SMALL_DEMO), directory, progress=False)
+        train(resolve_config("kbrd", "demo", overrides=SMALL_KBRD_DEMO), directory, progress=False)
     return directory
 
 
@@ -83,9 +73,10 @@ def test_history_grows_with_linked_turns_and_the_shown_items(session) -> None:
         (entity(task, "genre:sci-fi"),),
     )
     assert recommender.role == "recommender" and recommender.text == reply.text
-    assert recommender.items == tuple(i for i, _ in reply.items)
+    assert recommender.items == tuple(r.entity for r in reply.items)
     assert len(reply.items) == 3
-    assert all(title == task.dataset.item_title(i) for i, title in reply.items)
+    assert all(r.title == task.dataset.item_title(r.entity) for r in reply.items)
+    assert reply.linked == ((entity(task, "genre:sci-fi"), "sci-fi"),)
 
     session.send("and some drama")
     assert len(session.history) == 4
@@ -126,7 +117,9 @@ def test_template_reply_lists_the_models_top_k_in_order(loaded) -> None:
     with torch.no_grad():
         top = top_k_items(model.recommend(model.collate([sample])), 4)[0]
     expected = [int(task.kg.items[k]) for k in top]
-    assert [i for i, _ in reply.items] == expected
+    assert [r.entity for r in reply.items] == expected
+    scores = [r.score for r in reply.items]
+    assert scores == sorted(scores, reverse=True)
     titles = [task.dataset.item_title(i) for i in expected]
     positions = [reply.text.index(title) for title in titles]
     assert positions == sorted(positions)
@@ -158,7 +151,7 @@ class Scripted(ConvRecModel):
     def recommend(self, batch: Batch) -> torch.Tensor:
         return -torch.arange(self.task.num_items, dtype=torch.float).expand(batch["size"], -1)
 
-    def respond(self, samples: Sequence[ConvSample]) -> list[Reply]:
+    def respond(self, samples: Sequence[ConvSample], *, exclude=None, on_text=None) -> list[Reply]:
         if self.fail:
             raise RuntimeError("the model broke")
         self.seen += samples
@@ -171,7 +164,12 @@ def test_a_responding_model_gets_the_context_and_its_items_are_shown(loaded) -> 
     model = Scripted(task, picks)
     session = ChatSession(model, task)
     first = session.send("I love sci-fi")
-    assert first == ChatReply("reply 1", tuple((i, task.dataset.item_title(i)) for i in picks))
+    assert first.text == "reply 1"
+    assert [(r.entity, r.title) for r in first.items] == [
+        (i, task.dataset.item_title(i)) for i in picks
+    ]
+    # Scripted ranks the catalogue in index order: scores -position
+    assert [r.score for r in first.items] == [-5.0, -2.0]
 
     second = session.send("and drama too")
     sample = model.seen[-1]
@@ -188,7 +186,7 @@ def test_a_reply_without_items_shows_the_models_top_k(loaded) -> None:
     _, task, _ = loaded
     session = ChatSession(Scripted(task, ()), task, top_k=2)
     reply = session.send("hello")
-    assert [i for i, _ in reply.items] == [int(task.kg.items[0]), int(task.kg.items[1])]
+    assert [r.entity for r in reply.items] == [int(task.kg.items[0]), int(task.kg.items[1])]
     assert reply.text == "reply 1"
 
 
@@ -211,6 +209,53 @@ def test_a_failing_model_leaves_the_session_unchanged(loaded) -> None:
     with pytest.raises(RuntimeError):
         session.send("I love sci-fi")
     assert session.history == ()
+
+
+def test_items_the_conversation_named_are_not_recommended_again(loaded) -> None:
+    _, task, _ = loaded
+    first, second = (int(e) for e in task.kg.items[:2])
+    message = f"I loved {task.dataset.item_title(first)}"
+    session = ChatSession(Scripted(task, ()), task, top_k=2)
+    reply = session.send(message)
+    assert first not in [r.entity for r in reply.items]
+    assert reply.items[0].entity == second
+    again = session.send("anything else?")  # nor what was already recommended
+    assert not {r.entity for r in again.items} & {first, *(r.entity for r in reply.items)}
+
+    keep = ChatSession(Scripted(task, ()), task, top_k=2, exclude_mentioned=False)
+    assert keep.send(message).items[0].entity == first
+
+
+class Ranker(Scripted):
+    can_respond = False
+
+
+def test_a_template_reply_varies_and_says_what_links_its_first_item(loaded) -> None:
+    _, task, _ = loaded
+    session = ChatSession(Ranker(task, ()), task, top_k=1)
+    top = int(task.kg.items[0])
+    director = next(f for f in session.facts.facts(top) if f.relation == "director")
+    reply = session.send(f"Anything by {director.label}?")
+    assert reply.items[0].entity == top
+    title = task.dataset.item_title(top)
+    assert reply.text.endswith(f"{title} is directed by {director.label}.")
+    texts = {session.send("more please").text.split(" ")[0] for _ in range(3)}
+    assert len(texts) == 3  # the template changes from turn to turn
+
+
+def test_answer_changes_nothing_until_recorded_and_history_can_be_restored(loaded) -> None:
+    _, task, _ = loaded
+    model = Scripted(task, ())
+    session = ChatSession(model, task)
+    reply = session.answer("I love sci-fi")
+    assert session.history == () and len(reply.turns) == 2
+    session.record(reply)
+    assert session.history == reply.turns
+
+    restored = ChatSession(model, task, history=session.history, dialogue_id="abc")
+    restored.send("and drama")
+    assert model.seen[-1].context_turns[:2] == reply.turns
+    assert model.seen[-1].dialogue_id == "abc"
 
 
 # -- convrec chat ---------------------------------------------------------------------------

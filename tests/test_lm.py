@@ -171,7 +171,7 @@ def test_a_run_adds_the_extra_corpora_with_their_hold_out(monkeypatch) -> None:
         seen["sources"] = sources
         return Path("/lm")
 
-    monkeypatch.setattr(run_module, "pretrain_lm", fake_pretrain)
+    monkeypatch.setattr(lm_pretrain, "pretrain_lm", fake_pretrain)  # run.py imports it late
     corpora = "[{dataset: demo, options: {seed: 3}, valid_fraction: 0.2, test_fraction: 0.1}]"
     config = resolve_config(
         "unicrs", "demo", None, overrides=[f"model.compact_lm.corpora={corpora}"]

@@ -134,6 +134,61 @@ def test_slots_are_filled_with_the_recommenders_top_items(model, task, monkeypat
     assert second.items == () and second.text == "try"  # nothing after end-of-text counts
 
 
+def test_a_streamed_reply_arrives_token_by_token_with_slots_filled(
+    model, task, monkeypatch
+) -> None:
+    sample = build_conv_samples(task.dataset.dialogues("test"))[0]
+    ids = model.tokenizer(f" try {SLOT_TOKEN} tonight", add_special_tokens=False)["input_ids"]
+    ids = [*ids, model.tokenizer.eos_token_id, model.tokenizer.pad_token_id]
+
+    def scripted_generate(*args, on_token=None, **kwargs):
+        for token in ids:
+            if on_token is not None:
+                on_token(torch.tensor([token]))
+        return torch.tensor([ids])
+
+    monkeypatch.setattr(model.backbone, "generate", scripted_generate)
+    pieces: list[str] = []
+    (reply,) = model.respond([sample], on_text=pieces.append)
+    (plain,) = model.respond([sample])
+    assert reply == plain  # streaming changes nothing about the reply
+    title = task.dataset.item_title(reply.items[0])
+    assert reply.text == f"try {title} tonight"
+    assert "".join(pieces) == reply.text
+    assert pieces[0] == "try" and title in pieces[1] and len(pieces) >= 3
+    with pytest.raises(ValueError, match="streams one reply"):
+        model.respond([sample, sample], on_text=pieces.append)
+
+
+def test_generation_reports_each_step_as_it_is_chosen(model, task) -> None:
+    batch = model.collate(build_conv_samples(task.dataset.dialogues("test"))[:2])
+    steps: list[torch.Tensor] = []
+    generated = model.backbone.generate(
+        batch["context_ids"],
+        batch["context_mask"],
+        model._conv_prompt(batch),
+        max_new_tokens=5,
+        eos_token_id=-1,  # never ends early
+        pad_token_id=model.tokenizer.pad_token_id,
+        on_token=steps.append,
+    )
+    assert generated.shape == (2, 5)
+    assert torch.equal(torch.stack(steps, dim=1), generated)
+
+
+def test_excluded_items_never_fill_a_slot(model, task, monkeypatch) -> None:
+    samples = build_conv_samples(task.dataset.dialogues("test"))[:1]
+    slot = model.tokenizer.convert_tokens_to_ids(SLOT_TOKEN)
+    eos = model.tokenizer.eos_token_id
+    monkeypatch.setattr(
+        model.backbone, "generate", lambda *a, **k: torch.tensor([[slot, slot, eos]])
+    )
+    top = model.recommend(model.collate(samples)).topk(3, dim=1).indices[0]
+    best = [int(model.task.kg.items[i]) for i in top]
+    (reply,) = model.respond(samples, exclude=[{best[0]}])
+    assert reply.items == (best[1], best[2])
+
+
 def test_unicrs_run_with_the_pretrained_lm_evaluates_and_chats(tmp_path) -> None:
     overrides = [
         "data.options={num_movies: 60, num_dialogues: 120}",

@@ -321,6 +321,18 @@ def compare(
     typer.echo(table)
 
 
+MaxHistoryOption = Annotated[
+    int | None,
+    typer.Option("--max-history-turns", min=1, help="Turns the model sees (default: all)."),
+]
+ExcludeMentionedOption = Annotated[
+    bool,
+    typer.Option(
+        "--exclude-mentioned/--keep-mentioned",
+        help="Never recommend an item the conversation already named.",
+    ),
+]
+
 CHAT_HELP = """commands:
   /reset   start a new conversation (the model forgets what was said)
   /help    this list
@@ -332,10 +344,8 @@ anything else is a message to the recommender"""
 def chat(
     run: Annotated[Path, typer.Option("--run", help="A trained run directory (runs/<id>).")],
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="Items recommended per reply.")] = 3,
-    max_history_turns: Annotated[
-        int | None,
-        typer.Option("--max-history-turns", min=1, help="Turns the model sees (default: all)."),
-    ] = None,
+    max_history_turns: MaxHistoryOption = None,
+    exclude_mentioned: ExcludeMentionedOption = True,
 ) -> None:
     """Chat with a trained run in the terminal; reads lines from stdin (a pipe works too)."""
     from convrec.data.tasks import RecTask
@@ -349,7 +359,13 @@ def chat(
                 f"{run}: chat needs a run on dialogues; {config.model_name} on "
                 f"{config.dataset} is a {task.kind} run (use `convrec evaluate`)"
             )
-        session = ChatSession(model, task, top_k=top_k, max_history_turns=max_history_turns)
+        session = ChatSession(
+            model,
+            task,
+            top_k=top_k,
+            max_history_turns=max_history_turns,
+            exclude_mentioned=exclude_mentioned,
+        )
     synthetic = " (synthetic)" if task.dataset.synthetic else ""
     typer.echo(
         terminal_safe(
@@ -396,8 +412,64 @@ def chat(
             continue
         typer.echo(terminal_safe(f"{config.model_name}> {reply.text}"))
         if reply.items:
-            ranked = "  ".join(f"{n}. {title}" for n, (_, title) in enumerate(reply.items, 1))
+            ranked = "  ".join(f"{n}. {item.title}" for n, item in enumerate(reply.items, 1))
             typer.echo(terminal_safe(f"  recommends: {ranked}"))
+
+
+@app.command()
+def serve(
+    runs: Annotated[
+        list[Path],
+        typer.Option("--run", help="A trained run directory; repeat to serve several."),
+    ],
+    host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
+    database: Annotated[
+        Path | None,
+        typer.Option(
+            "--db", help="SQLite file of the conversations (default: <cache dir>/serve.sqlite)."
+        ),
+    ] = None,
+    top_k: Annotated[int, typer.Option("--top-k", min=1, max=50, help="Items per reply.")] = 3,
+    max_message_chars: Annotated[
+        int, typer.Option("--max-message-chars", min=1, help="Longer messages are refused.")
+    ] = 4000,
+    max_history_turns: MaxHistoryOption = None,
+    exclude_mentioned: ExcludeMentionedOption = True,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Model calls at a time, per model (threads).")
+    ] = 1,
+) -> None:
+    """Serve trained runs: an HTTP API (docs at /docs) and a web chat page at /."""
+    import uvicorn
+
+    from convrec.data.cache import default_cache_dir
+    from convrec.serving.app import ServeSettings, Service, create_app, served_model
+    from convrec.serving.store import SessionStore
+    from convrec.training.run import load_run
+
+    with user_errors():
+        settings = ServeSettings(
+            top_k=top_k,
+            max_message_chars=max_message_chars,
+            max_history_turns=max_history_turns,
+            exclude_mentioned=exclude_mentioned,
+            workers=workers,
+        )
+        names = [run.resolve().name for run in runs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"two runs have the same directory name: {names}")
+        served = []
+        for name, run in zip(names, runs, strict=True):
+            config, task, model = load_run(run)
+            served.append(served_model(name, config, task, model, workers))
+        store = SessionStore(database or default_cache_dir() / "serve.sqlite")
+    typer.echo(f"convrec serve: {', '.join(names)}; conversations in {store.path}", err=True)
+    typer.echo(f"open http://{host}:{port}/ (API docs at /docs)", err=True)
+    uvicorn.run(create_app(Service(served, store, settings)), host=host, port=port)
+    store.close()
 
 
 @app.command()

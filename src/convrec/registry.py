@@ -1,11 +1,13 @@
 """Models and datasets by name, for the CLI and configs.
 
 Models register with `@register_model`; dataset readers with
-`convrec.data.datasets.register_reader`. Importing `convrec.models` registers every model.
+`convrec.data.datasets.register_reader`. A built-in model's module is imported when the
+model is first asked for, so that serving a kbrd run never imports T5 or NLTK.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, TypeVar
 
 from convrec.data.datasets import READERS, get_reader
@@ -17,6 +19,17 @@ if TYPE_CHECKING:  # models import this module to register; no import back at ru
 M = TypeVar("M", bound="type[ConvRecModel]")
 
 MODELS: dict[str, type[ConvRecModel]] = {}
+# The built-in models and the modules that register them (imported on first use).
+BUILTIN_MODELS = {
+    "kbrd": "convrec.models.kbrd",
+    "kp4sr": "convrec.models.kp4sr",
+    "popularity": "convrec.models.popularity",
+    "repeat": "convrec.models.popularity",
+    "sasrec": "convrec.models.sasrec",
+    "step": "convrec.models.step",
+    "text": "convrec.models.text",
+    "unicrs": "convrec.models.unicrs",
+}
 
 DATA_OF_KIND: dict[TaskKind, str] = {
     "conversational": "dialogues",
@@ -32,17 +45,17 @@ def register_model(cls: M) -> M:
 
 
 def get_model(name: str) -> type[ConvRecModel]:
-    import convrec.models  # noqa: F401  (registers the built-in models)
-
+    if name not in MODELS and name in BUILTIN_MODELS:
+        importlib.import_module(BUILTIN_MODELS[name])
     try:
         return MODELS[name]
     except KeyError:
-        raise KeyError(f"unknown model {name!r}; known: {sorted(MODELS)}") from None
+        raise KeyError(f"unknown model {name!r}; known: {model_names()}") from None
 
 
 def model_names() -> list[str]:
-    import convrec.models  # noqa: F401
-
+    for module in sorted(set(BUILTIN_MODELS.values())):
+        importlib.import_module(module)
     return sorted(MODELS)
 
 

@@ -15,16 +15,23 @@ import math
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import cache
 
 import torch
-from nltk import ngrams
-from nltk.translate.bleu_score import corpus_bleu, sentence_bleu
-from rouge_score import rouge_scorer
+
+# nltk (which imports scipy) and rouge-score are imported where they score: loading a run
+# to chat with it or to serve it needs neither.
 
 BLEU_ORDERS = (1, 2, 3, 4)
 
 _ROUGE_TYPES = {"rouge-1": "rouge1", "rouge-2": "rouge2", "rouge-l": "rougeL"}
-_ROUGE = rouge_scorer.RougeScorer(list(_ROUGE_TYPES.values()))
+
+
+@cache
+def _rouge_scorer():
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(list(_ROUGE_TYPES.values()))
 
 
 def _check_pairs(hyps: Sequence[str], refs: Sequence[str]) -> None:
@@ -59,6 +66,8 @@ def _as_list(scores: float | list[float], size: int) -> list[float]:
 def _mean_sentence_bleu(
     hyps: Sequence[str], refs: Sequence[str], orders: Sequence[int]
 ) -> list[float]:
+    from nltk.translate.bleu_score import sentence_bleu
+
     _check_pairs(hyps, refs)
     weights = [_one_hot(n) for n in orders]
     per_sample: list[list[float]] = []
@@ -94,6 +103,8 @@ def corpus_bleu_scores(hyps: Sequence[str], refs: Sequence[str]) -> dict[str, fl
     Corpus BLEU pools n-gram counts and lengths over all samples before dividing, so it is
     not the mean of the sentence scores; the labels keep the two apart in reports.
     """
+    from nltk.translate.bleu_score import corpus_bleu
+
     _check_pairs(hyps, refs)
     weights = [_one_hot(n) for n in BLEU_ORDERS]
     with _zero_overlaps_expected():
@@ -119,7 +130,9 @@ def distinct(hyps: Sequence[str], ns: Sequence[int] = (1, 2, 3, 4)) -> dict[str,
     for n in ns:
         if n < 1:
             raise ValueError(f"n-gram order must be >= 1, got {n}")
-        grams = [gram for tokens in token_lists for gram in ngrams(tokens, n)]
+        grams = [
+            tuple(tokens[i : i + n]) for tokens in token_lists for i in range(len(tokens) - n + 1)
+        ]
         unique = len(set(grams))
         result[f"dist-{n}"] = unique / len(grams) if grams else 0.0
         result[f"dist-{n}/sent"] = unique / len(hyps)
@@ -131,7 +144,7 @@ def rouge(hyps: Sequence[str], refs: Sequence[str]) -> dict[str, float]:
     _check_pairs(hyps, refs)
     totals = dict.fromkeys(_ROUGE_TYPES, 0.0)
     for hyp, ref in zip(hyps, refs, strict=True):
-        scores = _ROUGE.score(ref, hyp)  # rouge-score takes (target, prediction)
+        scores = _rouge_scorer().score(ref, hyp)  # rouge-score takes (target, prediction)
         for name, rouge_type in _ROUGE_TYPES.items():
             totals[name] += scores[rouge_type].fmeasure
     return {name: total / len(hyps) for name, total in totals.items()}

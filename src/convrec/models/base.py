@@ -12,10 +12,11 @@ targets they need (`with_targets`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import ConfigDict
@@ -140,10 +141,36 @@ class ConvRecModel(nn.Module):
         """Scores [B, num_items] over the whole catalogue, higher is better."""
         raise NotImplementedError
 
+    def without_items(
+        self, scores: torch.Tensor, exclude: Sequence[Collection[int]]
+    ) -> torch.Tensor:
+        """`scores` [B, num_items] with each row's `exclude` (KG entity ids) set to -inf."""
+        ids = np.array([i for row in exclude for i in row], dtype=np.int64)
+        rows = np.repeat(np.arange(len(exclude)), [len(row) for row in exclude])
+        columns = self.task.kg.item_index[ids]
+        keep = columns >= 0  # entities that are not items have no score to remove
+        if not keep.any():
+            return scores
+        scores = scores.clone()
+        index = torch.from_numpy(rows[keep]), torch.from_numpy(columns[keep])
+        scores[index[0].to(scores.device), index[1].to(scores.device)] = float("-inf")
+        return scores
+
     can_respond: ClassVar[bool] = False
 
-    def respond(self, samples: Sequence[ConvSample]) -> list[Reply]:
-        """Generate the next recommender turn for each sample's context (`can_respond`)."""
+    def respond(
+        self,
+        samples: Sequence[ConvSample],
+        *,
+        exclude: Sequence[Collection[int]] | None = None,
+        on_text: Callable[[str], None] | None = None,
+    ) -> list[Reply]:
+        """Generate the next recommender turn for each sample's context (`can_respond`).
+
+        `exclude` holds, per sample, KG entity ids the reply must not recommend. With one
+        sample, `on_text` receives the reply text piece by piece as it is generated (the
+        pieces joined are the reply's text, possibly up to surrounding whitespace).
+        """
         raise NotImplementedError(f"model {self.name!r} does not generate responses")
 
 

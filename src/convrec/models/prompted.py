@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Literal
 
 import torch
@@ -522,13 +522,29 @@ class PromptedLM(ConvRecModel):
         return {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
 
     @torch.no_grad()
-    def respond(self, samples: Sequence[ConvSample], candidates: int = 50) -> list[Reply]:
+    def respond(
+        self,
+        samples: Sequence[ConvSample],
+        *,
+        exclude: Sequence[Collection[int]] | None = None,
+        on_text: Callable[[str], None] | None = None,
+        candidates: int = 50,
+    ) -> list[Reply]:
         """Greedy responses with `<movie>` slots filled by the recommender's top items."""
+        if on_text is not None and len(samples) != 1:
+            raise ValueError(f"on_text streams one reply, not {len(samples)}")
         was_training = self.training
         self.eval()
         batch = move_to(self.collate(samples), self.device)
-        ranking = self.recommend(batch).topk(min(candidates, len(self.items)), dim=1).indices
-        ranked = self.items[ranking].tolist()
+        scores = self.recommend(batch)
+        if exclude is not None:
+            scores = self.without_items(scores, exclude)
+        best = scores.topk(min(candidates, len(self.items)), dim=1)
+        ranked = [
+            self.items[ranking[torch.isfinite(values)]].tolist()
+            for values, ranking in zip(best.values, best.indices, strict=True)
+        ]
+        stream = _ReplyStream(self, ranked[0], on_text) if on_text is not None else None
         generated = self.backbone.generate(
             batch["context_ids"],
             batch["context_mask"],
@@ -537,9 +553,13 @@ class PromptedLM(ConvRecModel):
             eos_token_id=self._eos,
             pad_token_id=self.tokenizer.pad_token_id,
             no_repeat_ngram_size=self.config.no_repeat_ngram_size,
+            on_token=stream,
         ).tolist()
         self.train(was_training)
-        return [self._reply(ids, items) for ids, items in zip(generated, ranked, strict=True)]
+        replies = [self._reply(ids, items) for ids, items in zip(generated, ranked, strict=True)]
+        if stream is not None:
+            stream.finish(replies[0].text)
+        return replies
 
     def _reply(self, ids: list[int], ranked: list[int]) -> Reply:
         if self._eos in ids:
@@ -556,3 +576,37 @@ class PromptedLM(ConvRecModel):
             slotted=slotted,
             candidates=tuple(tuple(ranked) for _ in filled),
         )
+
+
+class _ReplyStream:
+    """Hands a reply's text to `on_text` as its tokens are generated: after each token
+    the reply so far is decoded (slots filled) and what it adds is passed on; text that
+    ends inside a multi-byte character waits for the next token."""
+
+    def __init__(
+        self, model: PromptedLM, ranked: list[int], on_text: Callable[[str], None]
+    ) -> None:
+        self.model, self.ranked, self.on_text = model, ranked, on_text
+        self.ids: list[int] = []
+        self.sent = ""
+        self.ended = False
+
+    def __call__(self, token: torch.Tensor) -> None:
+        token_id = int(token[0])
+        if self.ended or token_id == self.model._eos:
+            self.ended = True
+            return
+        self.ids.append(token_id)
+        self._send(self.model._reply(self.ids, self.ranked).text)
+
+    def finish(self, text: str) -> None:
+        self._send(text)
+
+    def _send(self, text: str) -> None:
+        if (
+            text.startswith(self.sent)
+            and len(text) > len(self.sent)
+            and not text.endswith("\ufffd")
+        ):
+            self.on_text(text[len(self.sent) :])
+            self.sent = text

@@ -14,6 +14,8 @@ stay in float32.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 from transformers import PreTrainedModel
@@ -112,11 +114,13 @@ class PrefixLM(nn.Module):
         eos_token_id: int,
         pad_token_id: int,
         no_repeat_ngram_size: int = 3,
+        on_token: Callable[[torch.Tensor], None] | None = None,
     ) -> torch.Tensor:
         """Greedy continuation ids [B, <= max_new_tokens], pad after a row's end-of-text.
 
         The prefix and the context are encoded once; each new token is one cached step.
         Repeated n-grams are banned over context + response, as `generate` does.
+        `on_token` sees each step's tokens [B] as they are chosen (for streaming).
         """
         with autocast(input_ids.device, self.precision):
             kwargs = self._inputs(input_ids, attention_mask, prefix)
@@ -136,6 +140,8 @@ class PrefixLM(nn.Module):
                 logits = no_repeat(history, logits)
             token = logits.argmax(dim=-1).masked_fill(done, pad_token_id)
             generated.append(token)
+            if on_token is not None:
+                on_token(token)
             done |= token == eos_token_id
             if done.all():
                 break

@@ -1,4 +1,4 @@
-"""One conversation with a trained model: the state behind `convrec chat` (and a service).
+"""One conversation with a trained model: the state behind `convrec chat` and `convrec serve`.
 
 A session turns each user message into the sample a model was trained on: the message is
 linked to KG entities (`EntityLinker`), appended to the dialogue as a seeker turn, and the
@@ -7,20 +7,28 @@ dialogue so far becomes the context of a `ConvSample` whose response is to be pr
     session = ChatSession(model, task, top_k=3)
     reply = session.send("I love sci-fi, anything like The Silent Harbor?")
     reply.text    # the model's response, or a template naming its top items
-    reply.items   # ((entity id, title), ...), best first
+    reply.items   # (Recommendation(entity id, title, score), ...), best first
 
 A model that can respond (`model.can_respond`) writes the text; others (kbrd, popularity)
-only rank the catalogue, so the session phrases their top items with a fixed template.
+only rank the catalogue, so the session phrases their top items with varying templates
+and, where the KG allows, says what the first item shares with the conversation.
 The recommender turn, with the items shown as its `Turn.items`, joins the history, so the
 next message is answered in the light of what was recommended, as in the datasets.
+Items the conversation already named are not recommended again (`exclude_mentioned`,
+on by default: nobody wants "I love Inception" answered with Inception); the evaluation
+protocols, which score what the datasets' recommenders said, do not use a session.
 
-Nothing here prints: the terminal chat and a web service are thin layers over `send`.
+`send` is `answer` (the model's reply, nothing changed) followed by `record` (the two
+turns join the history): a service stores the turns between the two, so a reply is only
+ever sent once it is saved. Nothing here prints: the terminal chat and the web service
+are thin layers over these calls.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 
@@ -30,8 +38,21 @@ from convrec.data.schema import Turn
 from convrec.data.tasks import RecTask
 from convrec.evaluation.ranking import top_k_items
 from convrec.models.base import ConvRecModel, move_to
+from convrec.serving.facts import ItemFacts
 
-TEMPLATES = ("How about {items}?", "You might like {items}.", "I'd recommend {items}.")
+TEMPLATES = (
+    "How about {items}?",
+    "You might like {items}.",
+    "I'd recommend {items}.",
+    "Have you seen {items}?",
+    "Maybe {items} would suit you.",
+)
+
+
+class Recommendation(NamedTuple):
+    entity: int  # KG entity id of the catalogue item
+    title: str
+    score: float  # the model's score (comparable within one reply)
 
 
 @dataclass(frozen=True)
@@ -39,7 +60,10 @@ class ChatReply:
     """The recommender's answer to one message: its text and the items it recommends."""
 
     text: str
-    items: tuple[tuple[int, str], ...] = ()  # (KG entity id, title), best first
+    items: tuple[Recommendation, ...] = ()  # best first
+    linked: tuple[tuple[int, str], ...] = ()  # (entity id, label) the message named
+    # The seeker and recommender turns this exchange adds to the history (`record`).
+    turns: tuple[Turn, ...] = field(default=(), compare=False, repr=False)
 
 
 def context_entities(turns: Sequence[Turn]) -> tuple[int, ...]:
@@ -64,9 +88,8 @@ class ChatSession:
 
     `model` should be in eval mode (as `load_run` returns it). `max_history_turns` keeps
     only the latest turns in the model's context (None: all); the session's `history`
-    keeps every turn either way. `linker` lets many sessions share one linker per dataset.
-    Items already mentioned may be recommended again: the models were trained on
-    dialogues where that happens, and `repeat` recommends nothing else.
+    keeps every turn either way. `linker` and `facts` let many sessions share one of each
+    per dataset; `history` continues a stored conversation, `dialogue_id` names it.
     """
 
     def __init__(
@@ -77,7 +100,11 @@ class ChatSession:
         top_k: int = 3,
         max_message_chars: int = 1000,
         max_history_turns: int | None = None,
+        exclude_mentioned: bool = True,
         linker: EntityLinker | None = None,
+        facts: ItemFacts | None = None,
+        history: Sequence[Turn] = (),
+        dialogue_id: str | None = None,
     ) -> None:
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, not {top_k}")
@@ -90,8 +117,11 @@ class ChatSession:
         self.top_k = min(top_k, task.num_items)
         self.max_message_chars = max_message_chars
         self.max_history_turns = max_history_turns
+        self.exclude_mentioned = exclude_mentioned
         self.linker = linker or EntityLinker.for_dataset(task.dataset)
-        self._turns: list[Turn] = []
+        self.facts = facts or ItemFacts(task.dataset)
+        self._turns: list[Turn] = list(history)
+        self._name = dialogue_id
         self._conversation = 0  # numbers the dialogue ids of successive conversations
 
     # -- state ---------------------------------------------------------------------------
@@ -108,7 +138,9 @@ class ChatSession:
 
     @property
     def dialogue_id(self) -> str:
-        return f"chat-{self._conversation}"
+        if self._name is not None and self._conversation == 0:
+            return self._name
+        return f"{self._name or 'chat'}-{self._conversation}"
 
     def reset(self) -> None:
         """Start a new conversation: the history and its entities are forgotten."""
@@ -117,21 +149,36 @@ class ChatSession:
 
     # -- a turn --------------------------------------------------------------------------
 
-    def send(self, text: str) -> ChatReply:
-        """Answer one user message; on an error the session is left as it was."""
-        text = self._validate(text)
+    def send(self, text: str, on_text: Callable[[str], None] | None = None) -> ChatReply:
+        """Answer one user message and keep the exchange; on an error nothing changes."""
+        reply = self.answer(text, on_text)
+        self.record(reply)
+        return reply
+
+    def answer(self, text: str, on_text: Callable[[str], None] | None = None) -> ChatReply:
+        """The reply to one user message; the history is not changed (see `record`).
+
+        `on_text` receives the reply text as it is produced: piece by piece from a model
+        that generates, in one piece from a template.
+        """
+        text = self.validate(text)
         linked = self.linker.link(text)
         seeker = Turn("seeker", text, linked.items, linked.entities, linked.mentions)
-        sample = self.sample((*self._turns, seeker))
+        turns = (*self._turns, seeker)
+        sample = self.sample(turns)
+        mentioned = set(context_entities(turns))
+        exclude = mentioned if self.exclude_mentioned else set()
+        scores = self.scores(sample, exclude)
 
         if self.model.can_respond:
-            reply = self.model.respond([sample])[0]
-            items = tuple(reply.items) or self.recommend(sample)
+            reply = self.model.respond([sample], exclude=[exclude], on_text=on_text)[0]
+            items = tuple(reply.items) or self.top_items(scores)
             answer = reply.text
         else:
-            items = self.recommend(sample)
-            template = TEMPLATES[(len(self._turns) // 2) % len(TEMPLATES)]
-            answer = template.format(items=join_titles([self.title(i) for i in items]))
+            items = self.top_items(scores)
+            answer = self.template_reply(items, mentioned, len(self._turns) // 2)
+            if on_text is not None:
+                on_text(answer)
 
         said = self.linker.link(answer)
         shown = set(items)
@@ -142,10 +189,30 @@ class ChatSession:
             said.entities,
             tuple(m for m in said.mentions if m.item in shown),
         )
-        self._turns += [seeker, recommender]
-        return ChatReply(answer, tuple((i, self.title(i)) for i in items))
+        index = self.task.kg.item_index
+        return ChatReply(
+            answer,
+            tuple(Recommendation(i, self.title(i), float(scores[index[i]])) for i in items),
+            tuple((e, self.facts.label(e)) for e in (*linked.items, *linked.entities)),
+            turns=(seeker, recommender),
+        )
 
-    def _validate(self, text: str) -> str:
+    def record(self, reply: ChatReply) -> None:
+        """Add the exchange of `reply` (from `answer` on the current history) to it."""
+        self._turns += reply.turns
+
+    def template_reply(self, items: Sequence[int], mentioned: set[int], exchange: int) -> str:
+        """A ranking-only model's reply: its items, and why the first one where the KG
+        links it to what the conversation named."""
+        if not items:
+            return "I have nothing new to recommend: we have talked about all I know."
+        template = TEMPLATES[exchange % len(TEMPLATES)]
+        text = template.format(items=join_titles([self.title(i) for i in items]))
+        reason = self.facts.reason(items[0], mentioned)
+        return f"{text} {reason}" if reason else text
+
+    def validate(self, text: str) -> str:
+        """The message as the model gets it (stripped); ValueError when empty or too long."""
         text = text.strip()
         if not text:
             raise ValueError("empty message")
@@ -171,12 +238,19 @@ class ChatSession:
             response_items=(),
         )
 
-    def recommend(self, sample: ConvSample) -> tuple[int, ...]:
-        """The model's top_k catalogue items for the sample's context, as KG entity ids."""
+    def scores(self, sample: ConvSample, exclude: set[int] = frozenset()) -> torch.Tensor:
+        """The model's catalogue scores [num_items] for the sample's context; the items
+        in `exclude` (KG entity ids) score -inf."""
         with torch.no_grad():
-            scores = self.model.recommend(move_to(self.model.collate([sample]), self.model.device))
-        top = top_k_items(scores, self.top_k)[0].cpu().numpy()
-        return tuple(int(e) for e in self.task.kg.items[top])
+            batch = move_to(self.model.collate([sample]), self.model.device)
+            scores = self.model.recommend(batch)
+        return self.model.without_items(scores, [exclude])[0].float().cpu()
+
+    def top_items(self, scores: torch.Tensor) -> tuple[int, ...]:
+        """The top_k catalogue items of `scores` as KG entity ids, excluded ones left out."""
+        top = top_k_items(scores[None], self.top_k)[0]
+        top = top[torch.isfinite(scores[top])]
+        return tuple(int(e) for e in self.task.kg.items[top.numpy()])
 
     def title(self, entity_id: int) -> str:
         return self.task.dataset.item_title(entity_id)

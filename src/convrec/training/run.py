@@ -40,10 +40,8 @@ from convrec.evaluation.report import (
 )
 from convrec.models.base import ConvRecModel
 from convrec.registry import check_task_kind, get_model, task_kinds
-from convrec.text.lm import PRETRAINED_LM
 from convrec.training.checkpoint import load_weights, save_atomic, seed_everything
 from convrec.training.distributed import DistContext
-from convrec.training.lm_pretrain import CorpusSource, pretrain_lm
 from convrec.training.trainer import Trainer
 
 log = logging.getLogger("convrec.train")
@@ -126,9 +124,12 @@ def resolve_backbones(config: RunConfig, *, progress: bool = True) -> RunConfig:
     The LM is pre-trained on the run's dataset with `model.compact_lm` settings when the
     cache does not hold it yet (deterministic: the same settings give the same LM).
     """
-    if getattr(config.model, "lm", None) != PRETRAINED_LM:
+    if getattr(config.model, "lm", None) is None:  # no LM: transformers is not imported
         return config
-    if not getattr(config.model, "uses_lm", True):
+    from convrec.text.lm import PRETRAINED_LM
+    from convrec.training.lm_pretrain import CorpusSource, pretrain_lm
+
+    if config.model.lm != PRETRAINED_LM or not getattr(config.model, "uses_lm", True):
         return config
     settings = config.model.compact_lm  # type: ignore[attr-defined]
     sources = [
@@ -305,7 +306,11 @@ def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
 def _recorded_backbones(config: RunConfig, run_dir: Path) -> RunConfig:
     """Use the LM directory the run trained with when it is still there (another cache
     directory, or a moved cache, would otherwise mean pre-training it again)."""
-    if getattr(config.model, "lm", None) != PRETRAINED_LM:
+    if getattr(config.model, "lm", None) is None:
+        return config
+    from convrec.text.lm import PRETRAINED_LM
+
+    if config.model.lm != PRETRAINED_LM:
         return config
     recorded = read_metrics(run_dir).get("lm")
     if not isinstance(recorded, str) or not Path(recorded).is_dir():
