@@ -44,7 +44,7 @@ from convrec.data.schema import Turn
 from convrec.data.tasks import RecTask
 from convrec.models.base import ConvRecModel
 from convrec.serving.facts import ItemFacts
-from convrec.serving.session import ChatSession, Recommendation, context_entities
+from convrec.serving.session import ChatSession, Recommendation
 from convrec.serving.store import SessionStore
 
 log = logging.getLogger(__name__)
@@ -246,8 +246,10 @@ class Service:
                 self._live.move_to_end(session_id)
                 return self._live[session_id]
         stored = self.store.get(session_id)
-        if stored is None or stored.model not in self.models:
+        if stored is None:
             raise ClientError(404, "unknown session", "session_id")
+        if stored.model not in self.models:
+            raise ClientError(404, f"the session's model {stored.model!r} is not served here")
         served = self.models[stored.model]
         fresh = LiveSession(
             self.chat_session(served, session_id, stored.turns), served, threading.Lock()
@@ -295,23 +297,14 @@ class Service:
         chat = self.chat_session(served)
         turns = []
         for n, turn in enumerate(request.conversation):
-            text = self._checked(chat, turn.text, f"conversation.{n}.text")
-            linked = served.linker.link(text)
-            turns.append(Turn(turn.role, text, linked.items, linked.entities, linked.mentions))
-        mentioned = set(context_entities(turns))
-        scores = chat.scores(chat.sample(turns), mentioned if chat.exclude_mentioned else set())
-        chat.top_k = min(request.top_k or chat.top_k, served.task.num_items)
-        items = chat.top_items(scores)
-        index = served.task.kg.item_index
-        last = turns[-1]
+            try:
+                turns.append(chat.turn(turn.role, turn.text))
+            except ValueError as e:
+                raise ClientError(422, str(e), f"conversation.{n}.text") from None
         return RecommendOut(
             model=served.name,
-            items=[
-                self.item(served, Recommendation(i, "", float(scores[index[i]]))) for i in items
-            ],
-            linked=[
-                EntityOut(id=e, label=served.facts.label(e)) for e in (*last.items, *last.entities)
-            ],
+            items=[self.item(served, r) for r in chat.rank(turns, request.top_k)],
+            linked=[EntityOut(id=e, label=label) for e, label in chat.linked(turns[-1])],
         )
 
     @staticmethod

@@ -34,7 +34,7 @@ import torch
 
 from convrec.data.linking import EntityLinker
 from convrec.data.samples import ConvSample
-from convrec.data.schema import Turn
+from convrec.data.schema import Role, Turn
 from convrec.data.tasks import RecTask
 from convrec.evaluation.ranking import top_k_items
 from convrec.models.base import ConvRecModel, move_to
@@ -161,9 +161,7 @@ class ChatSession:
         `on_text` receives the reply text as it is produced: piece by piece from a model
         that generates, in one piece from a template.
         """
-        text = self.validate(text)
-        linked = self.linker.link(text)
-        seeker = Turn("seeker", text, linked.items, linked.entities, linked.mentions)
+        seeker = self.turn("seeker", text)
         turns = (*self._turns, seeker)
         sample = self.sample(turns)
         mentioned = set(context_entities(turns))
@@ -189,13 +187,35 @@ class ChatSession:
             said.entities,
             tuple(m for m in said.mentions if m.item in shown),
         )
-        index = self.task.kg.item_index
         return ChatReply(
             answer,
-            tuple(Recommendation(i, self.title(i), float(scores[index[i]])) for i in items),
-            tuple((e, self.facts.label(e)) for e in (*linked.items, *linked.entities)),
+            self._recommendations(items, scores),
+            self.linked(seeker),
             turns=(seeker, recommender),
         )
+
+    def turn(self, role: Role, text: str) -> Turn:
+        """A turn as the session sees it: validated text and the entities it names."""
+        text = self.validate(text)
+        linked = self.linker.link(text)
+        return Turn(role, text, linked.items, linked.entities, linked.mentions)
+
+    def linked(self, turn: Turn) -> tuple[tuple[int, str], ...]:
+        """(entity id, label) of what `turn` names, items first."""
+        return tuple((e, self.facts.label(e)) for e in (*turn.items, *turn.entities))
+
+    def rank(self, turns: Sequence[Turn], top_k: int | None = None) -> tuple[Recommendation, ...]:
+        """The top items for the next recommender turn after `turns` (a conversation kept
+        elsewhere), ranked and filtered as `answer` does; the session is not changed."""
+        exclude = set(context_entities(turns)) if self.exclude_mentioned else set()
+        scores = self.scores(self.sample(turns), exclude)
+        return self._recommendations(self.top_items(scores, top_k), scores)
+
+    def _recommendations(
+        self, items: Sequence[int], scores: torch.Tensor
+    ) -> tuple[Recommendation, ...]:
+        index = self.task.kg.item_index
+        return tuple(Recommendation(i, self.title(i), float(scores[index[i]])) for i in items)
 
     def record(self, reply: ChatReply) -> None:
         """Add the exchange of `reply` (from `answer` on the current history) to it."""
@@ -246,9 +266,9 @@ class ChatSession:
             scores = self.model.recommend(batch)
         return self.model.without_items(scores, [exclude])[0].float().cpu()
 
-    def top_items(self, scores: torch.Tensor) -> tuple[int, ...]:
+    def top_items(self, scores: torch.Tensor, top_k: int | None = None) -> tuple[int, ...]:
         """The top_k catalogue items of `scores` as KG entity ids, excluded ones left out."""
-        top = top_k_items(scores[None], self.top_k)[0]
+        top = top_k_items(scores[None], min(top_k or self.top_k, self.task.num_items))[0]
         top = top[torch.isfinite(scores[top])]
         return tuple(int(e) for e in self.task.kg.items[top.numpy()])
 
