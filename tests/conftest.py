@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from convrec.data.kg import KnowledgeGraph
+from convrec.models.base import ConvRecModel, ModelConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
@@ -57,6 +58,24 @@ SMALL_KBRD_DEMO = [
 ]
 
 
+@pytest.fixture(scope="session")
+def kbrd_demo_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("kbrd-demo-cache")
+
+
+@pytest.fixture(scope="session")
+def kbrd_demo_run(tmp_path_factory: pytest.TempPathFactory, kbrd_demo_cache: Path) -> Path:
+    """A finished kbrd run on the small demo world (chat and serve tests talk to it)."""
+    from convrec.config import resolve_config
+    from convrec.training.run import train
+
+    directory = tmp_path_factory.mktemp("kbrd-demo-run") / "kbrd-demo"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CONVREC_CACHE_DIR", str(kbrd_demo_cache))
+        train(resolve_config("kbrd", "demo", overrides=SMALL_KBRD_DEMO), directory, progress=False)
+    return directory
+
+
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
     """Never write to the user's cache from tests."""
@@ -72,3 +91,17 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+class IndexRanker(ConvRecModel):
+    """Test double: ranks the catalogue in index order (scores -position), trains nothing."""
+
+    name = "index-ranker"
+    description = "test double"
+    Config = ModelConfig
+
+    def collate(self, samples):
+        return {"size": len(samples)}
+
+    def recommend(self, batch):
+        return -torch.arange(self.task.num_items, dtype=torch.float).expand(batch["size"], -1)

@@ -14,14 +14,14 @@ import torch
 from typer.testing import CliRunner
 
 from convrec.cli import app
-from convrec.config import RunConfig, resolve_config
+from convrec.config import RunConfig
 from convrec.data.samples import ConvSample
 from convrec.data.tasks import RecTask
 from convrec.evaluation.ranking import top_k_items
-from convrec.models.base import Batch, ConvRecModel, ModelConfig, Reply
+from convrec.models.base import ConvRecModel, ModelConfig, Reply
 from convrec.serving import ChatReply, ChatSession
-from convrec.training.run import load_run, train
-from tests.conftest import PROJECT_ROOT, SMALL_KBRD_DEMO
+from convrec.training.run import load_run
+from tests.conftest import PROJECT_ROOT, IndexRanker
 
 CONVERSATION = "I love sci-fi\n/reset\nsomething funny, a comedy maybe\n/quit\n"
 
@@ -29,24 +29,10 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("chat-cache")
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory, cache: Path) -> Path:
-    directory = tmp_path_factory.mktemp("chat-run") / "kbrd"
+def loaded(kbrd_demo_run: Path, kbrd_demo_cache: Path) -> tuple[RunConfig, RecTask, ConvRecModel]:
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CONVREC_CACHE_DIR", str(cache))
-        train(resolve_config("kbrd", "demo", overrides=SMALL_KBRD_DEMO), directory, progress=False)
-    return directory
-
-
-@pytest.fixture(scope="module")
-def loaded(run_dir: Path, cache: Path) -> tuple[RunConfig, RecTask, ConvRecModel]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CONVREC_CACHE_DIR", str(cache))
-        return load_run(run_dir)
+        patch.setenv("CONVREC_CACHE_DIR", str(kbrd_demo_cache))
+        return load_run(kbrd_demo_run)
 
 
 @pytest.fixture
@@ -131,7 +117,7 @@ def test_template_reply_lists_the_models_top_k_in_order(loaded) -> None:
 # -- the session with a model that responds -------------------------------------------------
 
 
-class Scripted(ConvRecModel):
+class Scripted(IndexRanker):
     """Answers with fixed items; ranks the catalogue in index order; records its inputs."""
 
     name = "scripted"
@@ -144,12 +130,6 @@ class Scripted(ConvRecModel):
         self.items = items
         self.fail = fail
         self.seen: list[ConvSample] = []
-
-    def collate(self, samples: Sequence[ConvSample]) -> Batch:
-        return {"size": len(samples)}
-
-    def recommend(self, batch: Batch) -> torch.Tensor:
-        return -torch.arange(self.task.num_items, dtype=torch.float).expand(batch["size"], -1)
 
     def respond(self, samples: Sequence[ConvSample], *, exclude=None, on_text=None) -> list[Reply]:
         if self.fail:
@@ -269,11 +249,13 @@ def recommended_titles(output: str) -> list[list[str]]:
     ]
 
 
-def test_chat_cli_scripted_conversation(run_dir, loaded, cache, monkeypatch) -> None:
+def test_chat_cli_scripted_conversation(
+    kbrd_demo_run, loaded, kbrd_demo_cache, monkeypatch
+) -> None:
     _, task, _ = loaded
-    monkeypatch.setenv("CONVREC_CACHE_DIR", str(cache))
+    monkeypatch.setenv("CONVREC_CACHE_DIR", str(kbrd_demo_cache))
     script = f"I love sci-fi\n/help\n{'x' * 1001}\nsome drama?\n/reset\n\nsomething funny\n"
-    result = runner.invoke(app, ["chat", "--run", str(run_dir), "--top-k", "2"], input=script)
+    result = runner.invoke(app, ["chat", "--run", str(kbrd_demo_run), "--top-k", "2"], input=script)
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[0].startswith("convrec chat: kbrd on demo (synthetic)")
     assert "/reset" in result.stdout and "/quit" in result.stdout  # the help
@@ -286,10 +268,10 @@ def test_chat_cli_scripted_conversation(run_dir, loaded, cache, monkeypatch) -> 
     assert result.stdout.count("kbrd> ") == 3  # replies, one per message
 
 
-def test_chat_cli_through_a_real_pipe(run_dir, cache) -> None:
-    env = {**os.environ, "CONVREC_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1"}
+def test_chat_cli_through_a_real_pipe(kbrd_demo_run, kbrd_demo_cache) -> None:
+    env = {**os.environ, "CONVREC_CACHE_DIR": str(kbrd_demo_cache), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "convrec", "chat", "--run", str(run_dir)],
+        [sys.executable, "-m", "convrec", "chat", "--run", str(kbrd_demo_run)],
         input=CONVERSATION,
         capture_output=True,
         text=True,
@@ -304,24 +286,26 @@ def test_chat_cli_through_a_real_pipe(run_dir, cache) -> None:
     assert len(titles) == 2 and all(len(row) == 3 for row in titles)
 
 
-def test_chat_cli_without_a_finished_run_is_one_error_line(tmp_path, run_dir) -> None:
+def test_chat_cli_without_a_finished_run_is_one_error_line(tmp_path, kbrd_demo_run) -> None:
     result = runner.invoke(app, ["chat", "--run", str(tmp_path / "missing")], input="")
     assert result.exit_code == 2
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
 
     unfinished = tmp_path / "unfinished"
     unfinished.mkdir()
-    (unfinished / "config.yaml").write_text((run_dir / "config.yaml").read_text())
+    (unfinished / "config.yaml").write_text((kbrd_demo_run / "config.yaml").read_text())
     result = runner.invoke(app, ["chat", "--run", str(unfinished)], input="")
     assert result.exit_code == 2
     assert "no model.pt" in result.stderr and result.stderr.count("\n") == 1
 
 
-def test_piped_chat_prints_no_terminal_escape_sequences(run_dir, cache, monkeypatch) -> None:
-    monkeypatch.setenv("CONVREC_CACHE_DIR", str(cache))
+def test_piped_chat_prints_no_terminal_escape_sequences(
+    kbrd_demo_run, kbrd_demo_cache, monkeypatch
+) -> None:
+    monkeypatch.setenv("CONVREC_CACHE_DIR", str(kbrd_demo_cache))
     hostile = "I love \x1b[2J\x1b]0;pwned\x07sci-fi\x1b]52;c;ZXZpbA==\x07 \u202efilms\x9b31m"
     script = f"{hostile}\n/\x1b[31mnope\n"
-    result = runner.invoke(app, ["chat", "--run", str(run_dir)], input=script)
+    result = runner.invoke(app, ["chat", "--run", str(kbrd_demo_run)], input=script)
     assert result.exit_code == 0, result.output
     assert "you> I love sci-fi films" in result.stdout
     assert "unknown command /nope" in result.stderr

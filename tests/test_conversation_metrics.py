@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from convrec.data.datasets import load_dataset
 from convrec.data.samples import SLOT_TOKEN, build_conv_samples
 from convrec.data.tasks import RecTask
 from convrec.evaluation.conversation import conversation_metrics
-from convrec.models.base import ConvRecModel, ModelConfig, Reply
+from convrec.models.base import ModelConfig, Reply
+from tests.conftest import IndexRanker
 
 
-class FixedRanking(ConvRecModel):
+class FixedRanking(IndexRanker):
     """Ranks the catalogue in index order; answers with the reference text and, when it
     has items, one slot filled with the top item."""
 
@@ -20,12 +20,6 @@ class FixedRanking(ConvRecModel):
     description = "stub"
     Config = ModelConfig
     can_respond = True
-
-    def collate(self, samples):
-        return {"size": len(samples)}
-
-    def recommend(self, batch):
-        return -torch.arange(self.task.num_items, dtype=torch.float).expand(batch["size"], -1)
 
     def ranking(self) -> tuple[int, ...]:
         return tuple(int(i) for i in self.task.kg.items[:50])

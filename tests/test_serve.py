@@ -13,38 +13,21 @@ from pathlib import Path
 
 import httpx
 import pytest
-import torch
 from fastapi.testclient import TestClient
 
-from convrec.config import resolve_config
-from convrec.models.base import ConvRecModel, ModelConfig, Reply
+from convrec.models.base import ModelConfig, Reply
 from convrec.serving.app import ServeSettings, Service, create_app, served_model
 from convrec.serving.facts import ItemFacts, readable_relation
 from convrec.serving.store import SessionStore
-from convrec.training.run import load_run, train
-from tests.conftest import PROJECT_ROOT, SMALL_KBRD_DEMO
+from convrec.training.run import load_run
+from tests.conftest import PROJECT_ROOT, IndexRanker
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("serve-cache")
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory, cache: Path) -> Path:
-    directory = tmp_path_factory.mktemp("serve-run") / "kbrd-demo"
+def served(kbrd_demo_run: Path, kbrd_demo_cache: Path):
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CONVREC_CACHE_DIR", str(cache))
-        config = resolve_config("kbrd", "demo", overrides=SMALL_KBRD_DEMO)
-        train(config, directory, progress=False)
-    return directory
-
-
-@pytest.fixture(scope="module")
-def served(run_dir: Path, cache: Path):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CONVREC_CACHE_DIR", str(cache))
-        config, task, model = load_run(run_dir)
+        patch.setenv("CONVREC_CACHE_DIR", str(kbrd_demo_cache))
+        config, task, model = load_run(kbrd_demo_run)
     return served_model("kbrd-demo", config, task, model, workers=1)
 
 
@@ -216,19 +199,13 @@ def test_a_reply_streams_as_server_sent_events(client) -> None:
     assert refused.status_code == 422
 
 
-class Streamer(ConvRecModel):
+class Streamer(IndexRanker):
     """Writes its reply in three pieces, recommending the first catalogue item."""
 
     name = "streamer"
     description = "test double"
     Config = ModelConfig
     can_respond = True
-
-    def collate(self, samples):
-        return {"size": len(samples)}
-
-    def recommend(self, batch):
-        return -torch.arange(self.task.num_items, dtype=torch.float).expand(batch["size"], -1)
 
     def respond(self, samples, *, exclude=None, on_text=None):
         item = int(self.task.kg.items[0])
@@ -298,10 +275,21 @@ def free_port() -> int:
 
 
 @pytest.mark.slow
-def test_convrec_serve_answers_on_loopback(run_dir: Path, cache: Path, tmp_path: Path) -> None:
+def test_convrec_serve_answers_on_loopback(
+    kbrd_demo_run: Path, kbrd_demo_cache: Path, tmp_path: Path
+) -> None:
     port = free_port()
-    env = {**os.environ, "CONVREC_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "convrec", "serve", "--run", str(run_dir), "--port", str(port)]
+    env = {**os.environ, "CONVREC_CACHE_DIR": str(kbrd_demo_cache), "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "convrec",
+        "serve",
+        "--run",
+        str(kbrd_demo_run),
+        "--port",
+        str(port),
+    ]
     command += ["--db", str(tmp_path / "s.sqlite")]
     server = subprocess.Popen(
         command, env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT

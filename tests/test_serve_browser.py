@@ -19,7 +19,7 @@ import uvicorn
 
 from convrec.serving.app import ServeSettings, Service, create_app
 from convrec.serving.store import SessionStore
-from tests.test_serve import cache, free_port, run_dir, served  # noqa: F401 (fixtures)
+from tests.test_serve import free_port, served  # noqa: F401 (served: a fixture)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
