@@ -166,14 +166,15 @@ class ChatSession:
         sample = self.sample(turns)
         mentioned = set(context_entities(turns))
         exclude = mentioned if self.exclude_mentioned else set()
-        scores = self.scores(sample, exclude)
+        scores = self.scores(sample)
+        allowed = self.without(scores, exclude)
 
         if self.model.can_respond:
             reply = self.model.respond([sample], exclude=[exclude], on_text=on_text)[0]
-            items = tuple(reply.items) or self.top_items(scores)
+            items = tuple(reply.items) or self.top_items(allowed)
             answer = reply.text
         else:
-            items = self.top_items(scores)
+            items = self.top_items(allowed)
             answer = self.template_reply(items, mentioned, len(self._turns) // 2)
             if on_text is not None:
                 on_text(answer)
@@ -208,8 +209,8 @@ class ChatSession:
         """The top items for the next recommender turn after `turns` (a conversation kept
         elsewhere), ranked and filtered as `answer` does; the session is not changed."""
         exclude = set(context_entities(turns)) if self.exclude_mentioned else set()
-        scores = self.scores(self.sample(turns), exclude)
-        return self._recommendations(self.top_items(scores, top_k), scores)
+        scores = self.scores(self.sample(turns))
+        return self._recommendations(self.top_items(self.without(scores, exclude), top_k), scores)
 
     def _recommendations(
         self, items: Sequence[int], scores: torch.Tensor
@@ -258,13 +259,15 @@ class ChatSession:
             response_items=(),
         )
 
-    def scores(self, sample: ConvSample, exclude: set[int] = frozenset()) -> torch.Tensor:
-        """The model's catalogue scores [num_items] for the sample's context; the items
-        in `exclude` (KG entity ids) score -inf."""
+    def scores(self, sample: ConvSample) -> torch.Tensor:
+        """The model's catalogue scores [num_items] for the sample's context."""
         with torch.no_grad():
             batch = move_to(self.model.collate([sample]), self.model.device)
-            scores = self.model.recommend(batch)
-        return self.model.without_items(scores, [exclude])[0].float().cpu()
+            return self.model.recommend(batch)[0].float().cpu()
+
+    def without(self, scores: torch.Tensor, exclude: set[int]) -> torch.Tensor:
+        """`scores` with the items in `exclude` (KG entity ids) at -inf."""
+        return self.model.without_items(scores[None], [exclude])[0]
 
     def top_items(self, scores: torch.Tensor, top_k: int | None = None) -> tuple[int, ...]:
         """The top_k catalogue items of `scores` as KG entity ids, excluded ones left out."""
