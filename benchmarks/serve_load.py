@@ -22,7 +22,6 @@ import asyncio
 import json
 import os
 import socket
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from pathlib import Path
 import httpx
 import yaml
 
+from convrec.serving.store import SessionStore
 from machine import describe_machine
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -163,8 +163,9 @@ def main() -> None:
             finally:
                 server.terminate()
                 server.wait(timeout=60)
-            with sqlite3.connect(database) as db:
-                stored = db.execute("SELECT COUNT(*) FROM turns").fetchone()[0]
+            store = SessionStore(database)
+            stored = store.count_turns()
+            store.close()
         result.update(
             startup_s=round(startup, 2),
             workers=workers,

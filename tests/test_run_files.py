@@ -20,16 +20,13 @@ from convrec.data.errors import DataFormatError
 from convrec.evaluation.report import FORMAT
 from convrec.training.checkpoint import load_checkpoint
 from convrec.training.run import train
+from tests.conftest import SMALL_KBRD_DEMO
 
 runner = CliRunner()
 
+# the chat/serve run's settings without its step and epoch caps
 SMALL_DEMO = [
-    "data.options={num_movies: 60, num_dialogues: 160}",
-    "model.dim=16",
-    "model.attention_dim=16",
-    "model.num_bases=2",
-    "train.batch_size=16",
-    "train.eval_batch_size=64",
+    *(o for o in SMALL_KBRD_DEMO if not o.startswith(("train.max_steps", "train.epochs"))),
     "train.patience=5",
 ]
 
