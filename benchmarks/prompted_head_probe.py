@@ -53,7 +53,9 @@ class Head(nn.Module):
         super().__init__()
         kg = task.kg
         self.register_buffer("items", torch.from_numpy(kg.items))
-        self.names = EntityNames(task.dataset, encoder, dim, 10.0) if "names" in table else None
+        self.names = None
+        if "names" in table:
+            self.names = EntityNames.of_dataset(task.dataset, encoder, dim, 10.0)
         self.graph = None
         if "rgcn" in table:
             self.graph = EntityEncoder(kg, dim // 2, dim, PromptedLMConfig())

@@ -7,6 +7,14 @@ Runs the CLI in a child process (so the numbers include start-up, data loading f
 cache, training, validation and the test evaluation) and appends a record to
 benchmarks/results/train_time.json. Target (issue 3): kbrd on INSPIRED under 10 minutes on
 the project's 2-core CPU machine.
+
+The run's config.yaml and metrics.json (validation history, test results with their CIs,
+conversation metrics; not the per-step losses) are kept beside the record, in
+benchmarks/results/run-summaries/<record file>/<run name>/, so that `convrec compare` can
+rebuild a table from the repository after the run directory is gone:
+
+    convrec compare benchmarks/results/run-summaries/inspired_prompted_time/unicrs-s* \
+        --aggregate-seeds
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -76,8 +85,12 @@ def main() -> None:
         seconds = time.perf_counter() - started
         peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         metrics = json.loads((run_dir / "metrics.json").read_text())
+        name = run_dir.name if args.run_dir else f"{args.model}-s{args.seed}"
+        summary = ROOT / "benchmarks/results/run-summaries" / args.out.stem / name
+        keep_summary(run_dir, metrics, summary)
 
     own = [r for r in metrics["test"] if r["model"] == args.model]
+    conversation = metrics.get("conversation")
     record = {
         "date": datetime.now().isoformat(timespec="seconds"),
         "model": args.model,
@@ -93,12 +106,22 @@ def main() -> None:
             r["protocol"]["name"]: {k: round(v["mean"], 4) for k, v in r["metrics"].items()}
             for r in own
         },
+        **({"conversation": conversation} if conversation else {}),
+        "summary": str(summary.relative_to(ROOT)),
     }
     print(json.dumps(record, indent=2))
     records = json.loads(args.out.read_text()) if args.out.is_file() else []
     records.append(record)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(records, indent=2) + "\n")
+
+
+def keep_summary(run_dir: Path, metrics: dict, summary: Path) -> None:
+    """The run's config and metrics (without the per-step losses) under `summary`."""
+    summary.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(run_dir / "config.yaml", summary / "config.yaml")
+    kept = {k: v for k, v in metrics.items() if k != "step_losses"}
+    (summary / "metrics.json").write_text(json.dumps(kept, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -252,7 +252,7 @@ class PromptedLM(ConvRecModel):
         dim = config.entity_dim or hidden // 2
         if not config.entity_names:
             return EntityEncoder(self.task.kg, dim, hidden, config)
-        names = EntityNames(self.task.dataset, self.encoder, hidden, config.name_scale)
+        names = EntityNames.of_dataset(self.task.dataset, self.encoder, hidden, config.name_scale)
         return NamedEntityEncoder(self.task.kg, dim, hidden, config, names)
 
     def head_lr_scale(self, parameter: nn.Parameter) -> float:

@@ -74,17 +74,21 @@ def name_vectors(encoder: SentenceEncoder, names: list[str]) -> torch.Tensor:
 class EntityNames(nn.Module):
     """s * N W: the frozen name vectors of every entity at the width the table needs."""
 
-    def __init__(
-        self, dataset: ConversationDataset, encoder: SentenceEncoder, out_dim: int, scale: float
-    ) -> None:
+    def __init__(self, vectors: torch.Tensor, out_dim: int, scale: float) -> None:
         super().__init__()
-        vectors = name_vectors(encoder, entity_name_texts(dataset))
         # Derived from files the config names: recomputed, never stored in checkpoints.
         self.register_buffer("vectors", vectors, persistent=False)
         self.scale = nn.Parameter(torch.tensor(float(scale)))
         self.proj = None
         if vectors.shape[1] != out_dim:
             self.proj = nn.Linear(vectors.shape[1], out_dim, bias=False)
+
+    @classmethod
+    def of_dataset(
+        cls, dataset: ConversationDataset, encoder: SentenceEncoder, out_dim: int, scale: float
+    ) -> EntityNames:
+        """The names of every entity of `dataset` as `encoder` reads them."""
+        return cls(name_vectors(encoder, entity_name_texts(dataset)), out_dim, scale)
 
     def forward(self) -> torch.Tensor:
         """[num_entities, out_dim]."""
