@@ -30,5 +30,7 @@ for seed in 0 1 2; do
     run "unicrs-s$seed" unicrs "$seed"
     run "step-s$seed" step "$seed"
 done
-convrec compare "$runs"/popularity "$runs"/repeat "$runs"/unicrs-s{0,1,2} "$runs"/step-s{0,1,2} \
-    --aggregate-seeds --output benchmarks/results/inspired_prompted.md
+names=(popularity repeat unicrs-s{0,1,2} step-s{0,1,2})
+results=()
+for name in "${names[@]}"; do results+=("$(result "$name")"); done
+convrec compare "${results[@]}" --aggregate-seeds --output benchmarks/results/inspired_prompted.md

@@ -7,6 +7,7 @@ Works from the records alone, so it covers runs whose directories are gone (reco
 before run summaries were kept; with summaries, `convrec compare --aggregate-seeds` on
 benchmarks/results/run-summaries/ gives the same means plus bootstrap CIs). Records of one
 model with the same overrides form a row; of several records of one seed, the latest counts.
+Records hold means rounded to 4 digits, so a last digit can differ from `convrec compare`.
 """
 
 from __future__ import annotations

@@ -11,13 +11,9 @@ entities x d) fails here instead of exhausting the machine.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import run_guard
 
 # Widths of the defaults: the rec side at MiniLM's 384 (entity dim 192, names as they
 # are), the conversation side at the compact LM's 256 (entity dim 128, names projected).
@@ -55,15 +51,6 @@ SCALE_GUARD = textwrap.dedent(
 
 
 def test_redial_scale_entity_side_stays_within_memory_bound():
-    done = subprocess.run(
-        [sys.executable, "-c", SCALE_GUARD],
-        capture_output=True,
-        text=True,
-        cwd=PROJECT_ROOT,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = run_guard(SCALE_GUARD)
     assert result["scores"] == [64, 64_362]
     assert result["delta_gib"] < 3.0, result

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -15,7 +12,7 @@ from torch_geometric.nn import RGCNConv
 from convrec.data.datasets import load_dataset
 from convrec.data.kg import KGEdges, KnowledgeGraph
 from convrec.graph.rgcn import GraphSettings, RelationalGraphConv
-from tests.conftest import PROJECT_ROOT, random_kg, shared_dataset
+from tests.conftest import random_kg, run_guard, shared_dataset
 
 
 def assert_same_as_rgcnconv(edges: KGEdges, num_nodes: int, dim: int, bases: int) -> None:
@@ -108,15 +105,6 @@ SCALE_GUARD = textwrap.dedent(
 
 
 def test_redial_scale_forward_backward_stays_within_memory_bound():
-    done = subprocess.run(
-        [sys.executable, "-c", SCALE_GUARD],
-        capture_output=True,
-        text=True,
-        cwd=PROJECT_ROOT,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = run_guard(SCALE_GUARD)
     assert result["relations"] == 215  # 214 + self-loop: nothing was filtered away
     assert result["delta_gib"] < 2.0, result
