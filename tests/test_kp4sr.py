@@ -18,7 +18,7 @@ from convrec.config import ConfigError, resolve_config
 from convrec.data.kg import KnowledgeGraph
 from convrec.data.schema import SequentialDataset
 from convrec.data.tasks import SeqTask
-from convrec.evaluation.ranking import target_ranks
+from convrec.evaluation.ranking import sequential_metric_matrix, target_ranks
 from convrec.graph.knowledge_tree import TokenKind, full_visibility_mask, knowledge_tree_mask
 from convrec.models.kp4sr import (
     KP4SR,
@@ -209,8 +209,11 @@ def test_rank_scores_put_unreturned_items_after_the_list() -> None:
     assert scores[0].tolist() == [2.0, -torch.inf, 3.0, -torch.inf, 1.0, -torch.inf]
     assert scores[1].tolist() == [-torch.inf, 3.0, *[-torch.inf] * 4]
     ranks = target_ranks(scores.repeat(6, 1), torch.arange(6).repeat_interleave(2))
-    assert ranks[::2].tolist() == [2, 4, 1, 5, 3, 6]  # sample 0: 2, 0, 4, then by index
-    assert ranks[1::2].tolist()[1] == 1 and min(ranks[1::2].tolist()[2:]) > 1
+    assert ranks[::2].tolist() == [2, 6, 1, 6, 3, 6]  # sample 0: 2, 0, 4; the rest unranked
+    assert ranks[1::2].tolist() == [6, 1, 6, 6, 6, 6]
+    # An unreturned target is a miss at every cut-off, even one past the returned list.
+    hits = sequential_metric_matrix(target_ranks(scores[:1], torch.tensor([1])), ks=(5,))
+    assert hits["hr@5"].item() == 0.0
 
 
 # -- the model -----------------------------------------------------------------------------------

@@ -60,6 +60,13 @@ def test_negative_zero_ties_with_zero() -> None:
     assert target_ranks(scores, torch.tensor([3])).tolist() == [4]
 
 
+def test_unranked_targets_rank_last() -> None:
+    # Two items ranked, the rest -inf: an unranked target with a low index is not rank 3.
+    scores = torch.tensor([[-math.inf, -math.inf, 2.0, -math.inf, 1.0]]).repeat(5, 1)
+    assert target_ranks(scores, torch.arange(5)).tolist() == [5, 5, 1, 5, 2]
+    assert top_k_items(scores[:1], 2).tolist() == [[2, 4]]
+
+
 def test_nan_scores_raise() -> None:
     scores = torch.tensor([[0.1, math.nan, 0.3]])
     with pytest.raises(ValueError, match="NaN"):

@@ -9,7 +9,7 @@ import pytest
 
 from convrec.data.kg import KnowledgeGraph
 from convrec.data.schema import SequentialDataset
-from convrec.data.sequences import left_padded
+from convrec.data.sequences import leave_one_out, left_padded, training_samples
 from convrec.data.tasks import LEAVE_ONE_OUT, SeqTask
 from convrec.evaluation.recommendation import METRIC_MATRIX, rank_targets, validation_metrics
 from convrec.evaluation.report import markdown_table, recommendation_result
@@ -65,6 +65,33 @@ def test_all_positions_with_histories_and_truncation() -> None:
 
 def test_last_position_is_the_whole_training_sequence() -> None:
     assert as_lists(task(train_positions="last").train) == [(0, [0, 1, 2], 3), (2, [4], 0)]
+
+
+def test_windows_tile_each_training_sequence() -> None:
+    # u0's training sequence [0, 1, 2, 3]: targets 3 and 1, every max_items-th from the end
+    assert as_lists(task(train_positions="windows", max_items=2).train) == [
+        (0, [1, 2], 3),
+        (0, [0], 1),
+        (2, [4], 0),
+    ]
+    # What SASRec trains on: each position of the window (history[-max_items:] + [target])
+    # predicts the next item, so every training item after a user's first is predicted
+    # exactly once over the samples.
+    rng = np.random.default_rng(0)
+    sequences = [rng.integers(0, 9, size=n).tolist() for n in (1, 2, 3, 7, 12, 13, 30)]
+    train = leave_one_out(sequential_dataset(sequences, 9)).train
+    every = np.concatenate(
+        [np.arange(a + 1, b) for a, b in zip(train.starts, train.ends, strict=True)]
+    )
+    for window in (1, 3, 5, 50):
+        history = training_samples(train, "windows", window=window).history
+        first = np.maximum(history.starts, history.ends - window)  # the window's first item
+        predicted = np.concatenate(
+            [np.arange(a + 1, b + 1) for a, b in zip(first, history.ends, strict=True)]
+        )
+        assert np.array_equal(np.sort(predicted), every), window
+    with pytest.raises(ValueError, match="positive window"):
+        training_samples(train, "windows")
 
 
 def test_random_positions_one_per_user_deterministic_per_seed_and_epoch() -> None:

@@ -116,7 +116,9 @@ class DataConfig(Settings):
     train_positions: TrainPositions = Field(
         "random",
         description="sequences: training targets at one random position per user per epoch "
-        "(random), at every position (all), or at the last training item only (last)",
+        "(random), at every position (all), at the last training item only (last), or at "
+        "the last one and every max_items-th position before it (windows: with SASRec's "
+        "loss at every position, each training item once)",
     )
     valid_fraction: float = Field(
         0.1,

@@ -31,12 +31,15 @@ from convrec.data.schema import SequentialDataset
 
 MIN_EVAL_LENGTH = 3
 
-TrainPositions = Literal["random", "all", "last"]
+TrainPositions = Literal["random", "all", "last", "windows"]
 TRAIN_POSITIONS: dict[TrainPositions, str] = {
     "random": "one random target position per user per epoch (KP4SR's code)",
     "all": "every position of the training sequence that has an earlier item",
     "last": "the last training item only; a model that learns from every position of the "
-    "history (SASRec) then trains on the whole sequence, the standard SASRec recipe",
+    "history (SASRec) then trains on the last max_items + 1 items of the sequence",
+    "windows": "the last training item and every max_items-th position before it, so that "
+    "a model that learns from every position of a history (SASRec) trains on each item of "
+    "a long sequence once: consecutive samples' windows tile the sequence",
 }
 
 
@@ -178,22 +181,32 @@ def leave_one_out(dataset: SequentialDataset) -> LeaveOneOutSplit:
 
 
 def training_samples(
-    train: UserSequences, positions: TrainPositions, rng: np.random.Generator | None = None
+    train: UserSequences,
+    positions: TrainPositions,
+    rng: np.random.Generator | None = None,
+    *,
+    window: int | None = None,
 ) -> NextItemSamples:
     """Samples with targets inside the training sequences; history = all earlier items.
 
     A target always has at least one earlier item, so a row of length 1 gives no sample.
-    Rows come in the order of `train` ("all": by row, then position); `rng` draws the
-    "random" positions (one per row with at least two items).
+    Rows come in the order of `train` ("all": by row, then position; "windows": by row,
+    then from the last position backwards in steps of `window`); `rng` draws the "random"
+    positions (one per row with at least two items).
     """
     if positions not in TRAIN_POSITIONS:
         raise ValueError(f"positions must be one of {list(TRAIN_POSITIONS)}, not {positions!r}")
     lengths = train.lengths
-    if positions == "all":
-        per_row = np.maximum(lengths - 1, 0)
+    if positions == "windows" and (window is None or window < 1):
+        raise ValueError(f"windows positions need a positive window, not {window!r}")
+    if positions in ("all", "windows"):
+        step = 1 if positions == "all" else window
+        per_row = -(-np.maximum(lengths - 1, 0) // step)  # ceil((length - 1) / step)
         rows = np.repeat(np.arange(len(train)), per_row)
         block_starts = np.cumsum(per_row) - per_row
-        offsets = np.arange(len(rows)) - np.repeat(block_starts, per_row) + 1
+        rank = np.arange(len(rows)) - np.repeat(block_starts, per_row)  # 0.. within a row
+        # all: positions 1, 2, ..., length - 1; windows: length - 1, length - 1 - step, ...
+        offsets = rank + 1 if positions == "all" else lengths[rows] - 1 - step * rank
     else:
         rows = np.flatnonzero(lengths >= 2)
         if positions == "last":

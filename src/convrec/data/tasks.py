@@ -199,7 +199,7 @@ class SeqTask:
     def train_samples(self, epoch: int) -> NextItemSamples:
         """The training samples of `epoch` (only "random" positions change between epochs)."""
         rng = np.random.default_rng([self.seed % 2**63, epoch])
-        drawn = training_samples(self.split.train, self.train_positions, rng)
+        drawn = training_samples(self.split.train, self.train_positions, rng, window=self.max_items)
         return drawn.last(self.max_items)
 
     @cached_property

@@ -4,6 +4,11 @@ Tie rule, used everywhere in this module: among items with equal scores, the ite
 lower index ranks ahead. A constant-score model therefore gets the rank of its target's
 index rather than an optimistic rank 1, and `top_k_items` and `target_ranks` agree exactly,
 so a metric computed from either gives the same number.
+
+An item scored -inf is one the model did not rank (KP4SR's beam search returns a few
+items and scores the rest -inf): as a target it ranks last, N, a miss at every cut-off
+below the catalogue size. The tie rule would otherwise rank an unranked target with a low
+index right after the returned items, a hit at a cut-off past the returned list.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ def _check_scores(scores: torch.Tensor) -> None:
 def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """1-based rank of each target among all items of its row.
 
-    rank = 1 + #(score > s_t) + #(score == s_t and index < t): ties go to the lower index.
+    rank = 1 + #(score > s_t) + #(score == s_t and index < t): ties go to the lower index;
+    a target scored -inf (not ranked by the model) ranks N.
 
     Args:
         scores: [B, N] item scores, higher is better.
@@ -44,14 +50,16 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     target_scores = scores.gather(1, targets[:, None])  # [B, 1]
     lower_index = torch.arange(num_items, device=scores.device)[None, :] < targets[:, None]
     ahead = (scores > target_scores) | ((scores == target_scores) & lower_index)
-    return 1 + ahead.sum(dim=1)
+    ranks = 1 + ahead.sum(dim=1)
+    return ranks.masked_fill(target_scores[:, 0] == -torch.inf, num_items)
 
 
 def top_k_items(scores: torch.Tensor, k: int) -> torch.Tensor:
     """The k best items of each row, best first, with the module's tie rule.
 
     A stable descending sort keeps equal scores in index order, which is exactly the tie rule
-    of `target_ranks`; `torch.topk` makes no such promise.
+    of `target_ranks`; `torch.topk` makes no such promise. Items scored -inf (not ranked)
+    come last; they appear only when fewer than k items have a finite score.
 
     Returns:
         [B, k] long item indices.

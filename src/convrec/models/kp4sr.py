@@ -49,10 +49,10 @@ block-diagonal causal mask, so cross-attention projects the encoder states once 
 rather than once per beam.
 
 Scores: the beam at rank r (0-based) scores `num_beams - r`, every other item -inf. The
-evaluation ranks the full catalogue with ties going to the lower index, so an item outside
-the returned list ranks after all of them: HR@k and NDCG@k are exact for k <= num_beams
-(whenever the catalogue has at least num_beams items), and larger cut-offs count the
-unreturned items as misses.
+evaluation ranks the returned list first, best first, and an item scored -inf last
+(`convrec.evaluation.ranking`): HR@k and NDCG@k are exact for k <= num_beams (whenever the
+catalogue has at least num_beams items), and larger cut-offs count the unreturned items as
+misses.
 """
 
 from __future__ import annotations
