@@ -15,12 +15,13 @@ This file runs in both environments: `--recbole-child` is RecBole's half, starte
 checkpoint with `torch.load`, which torch >= 2.6 refuses (weights_only); the child reloads
 the checkpoint it has just written with weights_only=False.
 
-One configuration for every row (SETTINGS): the model (2 blocks, 1 head, hidden 64, feed-
-forward 64, ReLU, dropout .2 on embeddings, attention and blocks, the last 50 items), the
-loss (full-softmax cross-entropy), Adam at 1e-3, at most `--epochs` epochs with early
-stopping after 10 epochs without a better validation NDCG@10, and the split (leave-one-out
-by timestamp: each user's last item is the test target, the one before it the validation
-target; full ranking of the catalogue, HR@10 / NDCG@10). Rows:
+One configuration for every row (the constants below, given to both sides): the model
+(2 blocks, 1 head, hidden 64, feed-forward 64, ReLU, dropout .2 on embeddings, attention
+and blocks, the last 50 items), the loss (full-softmax cross-entropy), Adam at 1e-3, at
+most `--epochs` epochs with early stopping after 10 epochs without a better validation
+NDCG@10, and the split (leave-one-out by timestamp: each user's last item is the test
+target, the one before it the validation target; full ranking of the catalogue, HR@10 /
+NDCG@10). Rows:
 
 - `recbole`: RecBole's SASRec. It trains on every prefix of each training sequence (one
   sample per training item after the first, ~97k), the loss at the prefix's last position,
@@ -34,10 +35,10 @@ target; full ranking of the catalogue, HR@10 / NDCG@10). Rows:
   what an epoch reads.
 
 Differences that remain: our blocks are pre-LayerNorm (RecBole: post-LayerNorm), our
-learning rate decays linearly to 0 over `--epochs` (RecBole: constant), padding is masked as
-a key (RecBole masks it too), and ties in a user's timestamps keep the file's order in ours
-(RecBole sorts with pandas, which may reorder them). Records test HR@10 / NDCG@10, the best
-epoch and seconds per training epoch of each row in benchmarks/results/sasrec_recbole.json.
+learning rate decays linearly to 0 over `--epochs` (RecBole: constant), and ties in a
+user's timestamps keep the file's order in ours (RecBole sorts with pandas, which may
+reorder them). Records test HR@10 / NDCG@10, the best epoch and seconds per training epoch
+of each row in benchmarks/results/sasrec_recbole.json.
 Targets (issue 19): our NDCG@10 >= RecBole's, our epoch time <= 1/5 of RecBole's.
 """
 
@@ -155,7 +156,9 @@ def run_ours(data_dir: Path, seed: int, epochs: int, overrides: list[str]) -> di
             "--dataset", "movielens-100k", "--data-dir", str(data_dir),
             "--run-dir", str(run_dir), "--no-progress",
             f"seed={seed}", f"train.epochs={epochs}", f"train.patience={PATIENCE}",
-            f"train.lr={LR}", *overrides,
+            f"train.lr={LR}", f"model.hidden={HIDDEN}", "model.num_blocks=2",
+            "model.num_heads=1", f"model.dropout={DROPOUT}", f"model.max_len={MAX_LEN}",
+            f"data.max_items={MAX_LEN}", *overrides,
         ]  # fmt: skip
         started = time.perf_counter()
         subprocess.run(command, check=True)

@@ -2,8 +2,8 @@
 
 Tie rule, used everywhere in this module: among items with equal scores, the item with the
 lower index ranks ahead. A constant-score model therefore gets the rank of its target's
-index rather than an optimistic rank 1, and `top_k_items` and `target_ranks` agree exactly,
-so a metric computed from either gives the same number.
+index rather than an optimistic rank 1, and `top_k_items` and `target_ranks` agree exactly
+on every item with a finite score, so a metric computed from either gives the same number.
 
 An item scored -inf is one the model did not rank (KP4SR's beam search returns a few
 items and scores the rest -inf): as a target it ranks last, N, a miss at every cut-off
