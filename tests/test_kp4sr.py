@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from convrec.models.kp4sr import (
     ItemTrie,
     KP4SRConfig,
     SeededSample,
+    SeededSamples,
     T5NotFoundError,
     beam_rank_scores,
     constrained_beam_search,
@@ -112,8 +114,9 @@ def test_registered_with_a_validated_config() -> None:
     with pytest.raises(ValueError, match="d_modle"):
         KP4SRConfig(compact_t5={"d_modle": 64})
     config = resolve_config("kp4sr", "movielens-100k", overrides=["model.knowledge=full"])
-    assert config.model.knowledge == "full" and config.model.max_input_tokens == 512
-    assert config.data.train_positions == "random" and config.train.weight_decay == 0.01
+    assert config.model.knowledge == "full" and config.model.backbone == "encoder"
+    assert (config.model.item_text, config.model.training_prompts) == ("title", "fixed")
+    assert config.data.train_positions == "windows" and config.train.weight_decay == 0.01
     with pytest.raises(ConfigError, match=r"model\.knowlege"):
         resolve_config("kp4sr", "movielens-100k", overrides=["model.knowlege=full"])
 
@@ -378,6 +381,108 @@ def test_a_t5_style_checkpoint_brings_its_own_tokenizer(task, tmp_path) -> None:
     assert all(len(set(row)) == 5 and min(row) >= 0 for row in items.tolist())
 
 
+# -- the pretrained encoder with an item head -----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def encoder_model(task) -> KP4SR:
+    torch.manual_seed(0)
+    config = KP4SRConfig(backbone="encoder", item_text="title", max_input_tokens=160)
+    return KP4SR(config, task)
+
+
+def test_encoder_backbone_reads_titles_and_keeps_the_encoder_frozen(task, encoder_model) -> None:
+    with pytest.raises(ValueError, match="512 positions"):
+        KP4SRConfig(backbone="encoder", max_input_tokens=600)
+    model = encoder_model
+    text = model.tokenizer.decode(model.collate(task.eval_samples("test")[:1])["input_ids"][0])
+    assert "film" in text and "[MASK]" in text  # titles ("Film 3"), BERT's own mask token
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable and not any(name.startswith("scorer.encoder.") for name in trainable)
+    assert not any(".encoder." in key for key in model.state_dict())  # the bundled files
+    assert not hasattr(model, "t5") and not hasattr(model, "trie")
+
+
+def test_the_encoder_honours_the_tree_mask(task, encoder_model) -> None:
+    """Level-2 tokens reach the masked slot only through what the mask lets through."""
+    scorer = encoder_model.scorer
+    samples = task.eval_samples("test")[:4]
+    batch = encoder_model._inputs(samples, [None] * len(samples))
+    level2 = batch["kind"] == TokenKind.LEVEL2
+    assert level2.any()
+    changed = {**batch, "input_ids": batch["input_ids"].masked_fill(level2, 2000)}
+    tree = encoder_model.visibility(batch)
+    hidden = tree & ~(level2[:, None, :] & ~level2[:, :, None])  # only level 2 sees level 2
+    with torch.no_grad():
+        assert torch.allclose(scorer._states(batch, hidden), scorer._states(changed, hidden))
+        assert not torch.allclose(scorer._states(batch, tree), scorer._states(changed, tree))
+
+
+def test_encoder_backbone_learns_and_memoises_evaluation_states(task, encoder_model) -> None:
+    model = encoder_model.train()
+    stage = model.stages()[0]
+    draws = stage.samples()
+    batch = stage.collate([draws[i] for i in range(16)])
+    assert batch["targets"].tolist() == [draws[i].sample.target for i in range(16)]
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    losses = []
+    for _ in range(12):
+        loss = model.loss(batch)
+        assert loss.shape == (16,)
+        loss.mean().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.mean().item())
+    assert losses[-1] < 0.8 * losses[0]
+    model.eval()
+    samples = task.eval_samples("valid")[:5]
+    first = model.recommend(model.collate(samples))
+    assert first.shape == (5, NUM_ITEMS) and torch.isfinite(first).all()
+    assert len(model.scorer._memo) == 5
+    again = model.collate(samples)
+    assert again["missing"].tolist() == [] and "input_ids" not in again  # all memoised
+    assert torch.equal(model.recommend(again), first)
+    model.scorer.clear_memo()
+    assert torch.allclose(model.recommend(model.collate(samples)), first, atol=1e-6)
+
+
+def test_fixed_training_prompts_are_drawn_once_and_memoised(task, encoder_model) -> None:
+    redrawn = SeededSamples(task.train, 0)
+    fixed = SeededSamples(task.train, 0, redraw=False, history_items=5)
+
+    def seeds(draws: SeededSamples, epoch: int) -> dict[tuple, tuple]:
+        draws.begin_epoch(epoch)
+        return {
+            (d.sample.user, d.sample.target, d.sample.history.tobytes()): d.seed
+            for d in (draws[i] for i in range(len(draws)))
+        }
+
+    # The same sample gets the same draw in every epoch (only its position in the epoch moves).
+    fixed0, fixed1 = seeds(fixed, 0), seeds(fixed, 1)
+    common = fixed0.keys() & fixed1.keys()
+    assert common and all(fixed0[k] == fixed1[k] for k in common)
+    redrawn0, redrawn1 = seeds(redrawn, 0), seeds(redrawn, 1)
+    assert not any(redrawn0[k] == redrawn1[k] for k in redrawn0.keys() & redrawn1.keys())
+
+    model = encoder_model
+    model.config.training_prompts = "fixed"
+    model.__dict__.pop("stage_draws", None)
+    try:
+        draws = model.stages()[0].samples()
+        picked = [draws[i] for i in range(6)]
+        batch = model.training_batch(picked)
+        assert batch["missing"].tolist() == list(range(6)) and None not in batch["keys"]
+        model.eval()
+        loss = model.loss(batch)
+        again = model.training_batch(picked)
+        assert again["missing"].tolist() == [] and torch.equal(model.loss(again), loss)
+    finally:
+        model.config.training_prompts = "redraw"
+        model.__dict__.pop("stage_draws", None)
+    unseen = model.training_batch(picked)  # redrawn: never memoised
+    assert unseen["keys"] == [None] * 6 and unseen["missing"].tolist() == list(range(6))
+
+
 # -- end to end ------------------------------------------------------------------------------
 
 
@@ -398,9 +503,26 @@ def test_a_run_trains_evaluates_and_reloads(tmp_path) -> None:
     data = recbole_slice_with_kg(tmp_path / "data")
     settings = [f"model.compact_t5.{k}={v}" for k, v in TINY_T5_ONE_LAYER.items()]
     args = train_args(tmp_path / "run", data, "kp4sr", *settings, "model.num_beams=10")
+    args += ["model.backbone=t5", "model.item_text=id", "data.train_positions=random"]
     args += ["train.epochs=1", "train.batch_size=8", "model.max_input_tokens=128"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     result = CliRunner().invoke(app, ["evaluate", "--run", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
     assert "kp4sr" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_the_default_run_reloads_without_the_encoder_weights(tmp_path) -> None:
+    """The default backbone (frozen MiniLM + item head): the checkpoint holds the head only,
+    and the reloaded run scores the test split exactly as the trained one did."""
+    data = recbole_slice_with_kg(tmp_path / "data")
+    run = tmp_path / "run"
+    args = train_args(run, data, "kp4sr", "train.epochs=2", "train.batch_size=8")
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    state = torch.load(run / "model.pt", weights_only=True)["model"]
+    assert state and not any(".encoder." in key for key in state)
+    trained = json.loads((run / "metrics.json").read_text())["test"][0]["metrics"]
+    result = CliRunner().invoke(app, ["evaluate", "--run", str(run)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "metrics.json").read_text())["test"][0]["metrics"] == trained

@@ -48,6 +48,15 @@ def test_scores_the_catalogue_and_loss_is_per_sample(task) -> None:
     assert model.loss(model.training_batch(samples)).shape == (6,)
 
 
+def test_loss_weighting_by_sample_or_by_position(task) -> None:
+    samples = [sample([4, 5, 6, 7], 8), sample([9], 1)]  # 3 trained positions, then 1
+    by_sample, by_position = make(task, max_len=3).eval(), make(task, max_len=3).eval()
+    by_position.config.loss_weighting = "position"
+    mean = by_sample.loss(by_sample.training_batch(samples))
+    total = by_position.loss(by_position.training_batch(samples)) * 3  # max_len
+    assert torch.allclose(total[0], mean[0] * 3) and torch.allclose(total[1], mean[1])
+
+
 def test_training_batch_predicts_the_next_item_at_every_position(task) -> None:
     model = make(task, max_len=3)
     batch = model.training_batch([sample([4, 5, 6, 7], 8), sample([9], 1)])
@@ -61,8 +70,9 @@ def test_training_batch_predicts_the_next_item_at_every_position(task) -> None:
     assert model.collate([sample([4, 5, 6, 7], 8)])["items"].tolist() == [[6, 7, 8]]
 
 
-def test_a_later_item_does_not_change_an_earlier_positions_output(task) -> None:
-    model = make(task).eval()
+@pytest.mark.parametrize("layer_norm", ["pre", "post"])
+def test_a_later_item_does_not_change_an_earlier_positions_output(task, layer_norm) -> None:
+    model = make(task, layer_norm=layer_norm).eval()
     items = torch.tensor([[0, 0, 3, 9, 4, 12, 7, 2]])
     changed = items.clone()
     changed[0, 5] = 21
@@ -72,8 +82,9 @@ def test_a_later_item_does_not_change_an_earlier_positions_output(task) -> None:
     assert not torch.allclose(before[:, 5:], after[:, 5:])
 
 
-def test_scores_do_not_depend_on_padding(task) -> None:
-    model = make(task).eval()
+@pytest.mark.parametrize("layer_norm", ["pre", "post"])
+def test_scores_do_not_depend_on_padding(task, layer_norm) -> None:
+    model = make(task, layer_norm=layer_norm).eval()
     short, longest = sample([3, 4]), sample([1, 2, 5, 6, 7, 8, 9, 10])
     with torch.no_grad():
         alone = model.recommend(model.collate([short]))

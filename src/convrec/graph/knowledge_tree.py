@@ -51,6 +51,7 @@ from convrec.text.templates import (
     RELATION_TEMPLATES,
     TAIL_SLOT,
     EntityNaming,
+    ItemNaming,
     PromptTemplate,
     RenderedPrompt,
     entity_texts,
@@ -279,6 +280,7 @@ class KnowledgeTreeBuilder:
         add_eos: bool = True,
         entity_naming: EntityNaming = "id",
         relation_templates: Mapping[str, str] = RELATION_TEMPLATES,
+        mask_token: str = MASK_TOKEN,
     ) -> None:
         if not 0 <= hop_num <= MAX_HOPS:
             raise ValueError(f"hop_num must be 0, 1 or 2, not {hop_num}")
@@ -291,6 +293,7 @@ class KnowledgeTreeBuilder:
         self.degree = degree
         self.hop_num = hop_num
         self.max_length = max_length
+        self.mask_token = mask_token
         self.eos_id: int | None = tokenizer.eos_token_id if add_eos else None
         self.index = TripleIndex(kg)
         self.entity_texts = entity_texts(kg, self.item_texts, self.item_entity, entity_naming)
@@ -316,10 +319,16 @@ class KnowledgeTreeBuilder:
 
     @classmethod
     def from_dataset(
-        cls, dataset: SequentialDataset, tokenizer: PreTrainedTokenizerBase, **options
+        cls,
+        dataset: SequentialDataset,
+        tokenizer: PreTrainedTokenizerBase,
+        item_text: ItemNaming = "id",
+        **options,
     ) -> KnowledgeTreeBuilder:
-        """A builder for a sequential dataset: item text = the dataset's item token."""
-        return cls(dataset.kg, dataset.items, dataset.item_entity, tokenizer, **options)
+        """A builder for a sequential dataset: an item is written as its token ("id": "12")
+        or its title ("title": "Toy Story (1995)")."""
+        texts = dataset.items if item_text == "id" else dataset.item_titles
+        return cls(dataset.kg, texts, dataset.item_entity, tokenizer, **options)
 
     def _encode(self, texts: Sequence[str]) -> list[list[int]]:
         if not texts:
@@ -355,11 +364,10 @@ class KnowledgeTreeBuilder:
         user: str,
         history: Sequence[int] | np.ndarray,
         template: PromptTemplate,
-        mask: str = MASK_TOKEN,
     ) -> RenderedPrompt:
         """The MPP of dataset user token `user` and dataset item ids `history`."""
         items = [self.item_texts[i] for i in np.asarray(history, dtype=np.int64).tolist()]
-        return template.render(user_text(user), items, mask)
+        return template.render(user_text(user), items, self.mask_token)
 
     def build(
         self,

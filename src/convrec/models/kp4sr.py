@@ -19,6 +19,16 @@ Spec: specs/kp4sr.md. One sample (user, history, target) flows top to bottom::
     recommend    beam search constrained by a trie of every item's identifier tokens + eos:
                  `num_beams` beams, as many distinct items, best first -> scores [B, num_items]
 
+Two backbones (`backbone`). "t5" is the paper's: the T5 above generates the identifier.
+"encoder" gives the method what the paper had and this machine lacks, a pretrained language
+model, from what is offline: the frozen all-MiniLM-L6-v2 (BERT-family; any sentence-
+transformers model by path) reads the same prompt and tree under the same mask (its own
+WordPiece tokens and [MASK] slot), and an item head (`PromptItemScorer`) scores the
+catalogue from the slot's state: full ranking, cross-entropy over every item, no beam
+search. Items are best written by title then (`item_text: title`, "Toy Story (1995)"): the
+paper names items by id, which a pretrained encoder cannot read. A non-item KG entity keeps
+its id ("e1195"): KB4Rec's files have no names for them.
+
 Tokenizer. No T5 SentencePiece model is available offline, so the compact T5 reads GPT-2's
 byte-level BPE (`convrec.text.tokenizer`) plus the MPP's mask token `<extra_id_0>`; its
 pad token starts the decoder, as T5's does. A checkpoint (`t5: <dir>`, e.g. a local
@@ -57,15 +67,17 @@ misses.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import ClassVar, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 from transformers import PreTrainedTokenizerBase, T5Config, T5ForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutput
@@ -83,18 +95,23 @@ from convrec.graph.knowledge_tree import (
     stack_tree_inputs,
     t5_encoder_attention_mask,
 )
-from convrec.models.base import Batch, ConvRecModel, ModelConfig, Stage
+from convrec.models.base import Batch, ConvRecModel, ModelConfig, Stage, keep_out_of_checkpoints
 from convrec.registry import register_model
 from convrec.settings import Settings
+from convrec.text.encoder import DEFAULT_ENCODER, SentenceEncoder
 from convrec.text.lm import load_local_model
-from convrec.text.templates import MASK_TOKEN, EntityNaming, mpp_template
+from convrec.text.templates import MASK_TOKEN, EntityNaming, ItemNaming, mpp_template
 from convrec.text.tokenizer import BUNDLED_BPE, load_tokenizer
 
 IGNORE = -100  # label of a target position that carries no loss (padding)
 Knowledge = Literal["tree", "full", "none"]
+Backbone = Literal["t5", "encoder"]
+Pool = Literal["mask", "mpp"]
+TrainingPrompts = Literal["redraw", "fixed"]
+MAX_ENCODER_TOKENS = 512  # BERT-family position embeddings
 
 
-# -- backbone -------------------------------------------------------------------------------
+# -- the T5 backbone ------------------------------------------------------------------------
 
 
 class CompactT5Config(Settings):
@@ -327,10 +344,136 @@ def beam_block_mask(
     return t5_encoder_attention_mask(visible, dtype)
 
 
+# -- a pretrained encoder with an item head ------------------------------------------------
+
+
+def memo_key(sample: SeqSample, history_items: int, seed: tuple[int, ...] | None) -> bytes:
+    """What decides a prompt: its user, the history items it shows, and its draw's seed
+    (None: the evaluation template and tree)."""
+    shown = np.ascontiguousarray(sample.history[-history_items:], dtype=np.int64)
+    draw = np.asarray([] if seed is None else seed, dtype=np.uint64)
+    return b"|".join((str(sample.user).encode(), shown.tobytes(), draw.tobytes()))
+
+
+class PromptItemScorer(nn.Module):
+    """A frozen pretrained encoder reads the prompt under the tree mask; a head scores items.
+
+    The pooled prompt state p (the masked slot's state, or the MPP tokens' mean; L2-normalised
+    like the encoder's sentence vectors) becomes a query q = W p; item i scores
+    q . (V t_i + e_i) + b_i, where t_i is the encoder's own vector of the item's title
+    (fixed), V a learned map (identity at the start), e_i a learned item embedding (zero at
+    the start, so an untrained model ranks by title similarity) and b_i a learned bias.
+    The encoder is frozen and always in eval mode, so a sample's state is a function of its
+    prompt: states of deterministic prompts (evaluation; training with `training_prompts:
+    fixed`) are memoised under `memo_key`, and a pass over samples seen before costs the
+    head alone.
+    """
+
+    def __init__(self, encoder: str, item_texts: Sequence[str], pool: Pool, dropout: float) -> None:
+        super().__init__()
+        self.encoder = SentenceEncoder(encoder).eval()  # frozen: no dropout, ever (`train`)
+        self.encoder.requires_grad_(False)
+        keep_out_of_checkpoints(self, "encoder", on_load=self.clear_memo)
+        self.pool = pool
+        dim = self.encoder.dim
+        self.register_buffer(
+            "title_vectors", self.encoder.encode(list(item_texts)), persistent=False
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.query = nn.Linear(dim, dim)
+        self.title_map = nn.Linear(dim, dim, bias=False)
+        nn.init.eye_(self.title_map.weight)
+        self.item_embedding = nn.Parameter(torch.zeros(len(item_texts), dim))
+        self.item_bias = nn.Parameter(torch.zeros(len(item_texts)))
+        self._memo: dict[bytes, torch.Tensor] = {}
+
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        return self.encoder.tokenizer
+
+    def clear_memo(self) -> None:
+        self._memo.clear()
+
+    def train(self, mode: bool = True) -> PromptItemScorer:
+        super().train(mode)
+        self.encoder.eval()  # a state depends on its input alone: the memo stays valid
+        return self
+
+    def _states(self, batch: Batch, visible: torch.Tensor) -> torch.Tensor:
+        """Pooled prompt states [B, dim] of the frozen encoder under `visible` [B, L, L]."""
+        states = self.encoder.transformer(
+            input_ids=batch["input_ids"],
+            attention_mask=t5_encoder_attention_mask(visible, self.title_vectors.dtype),
+        ).last_hidden_state
+        if self.pool == "mask":
+            slot = batch["input_ids"] == self.tokenizer.mask_token_id
+            pooled = states[slot]  # one masked slot per prompt, in row order
+        else:
+            kind = batch["kind"]
+            mpp = ((kind == TokenKind.MPP_TEXT) | (kind == TokenKind.MPP_ITEM)).unsqueeze(-1)
+            pooled = (states * mpp).sum(1) / mpp.sum(1)
+        return F.normalize(pooled, dim=-1)  # unit length, as the encoder's sentence vectors
+
+    def has_state(self, key: bytes | None) -> bool:
+        return key is not None and key in self._memo
+
+    @torch.no_grad()
+    def states(self, batch: Batch, visible: torch.Tensor | None) -> torch.Tensor:
+        """Pooled states [B, dim] of a batch whose inputs hold only the rows `missing`
+        (`visible` is theirs): those are computed (and memoised under their key unless it
+        is None), the other rows come from the memo."""
+        keys, missing = batch["keys"], batch["missing"].tolist()
+        fresh = dict(zip(missing, self._states(batch, visible), strict=True)) if missing else {}
+        rows = []
+        for row, key in enumerate(keys):
+            state = fresh.get(row)
+            if state is None:
+                state = self._memo[key].to(self.title_vectors.device)
+            elif key is not None:
+                self._memo[key] = state.cpu()
+            rows.append(state)
+        return torch.stack(rows)
+
+    def forward(self, batch: Batch, visible: torch.Tensor | None) -> torch.Tensor:
+        """Item scores [B, num_items] (see `states` for the batch)."""
+        query = self.query(self.dropout(self.states(batch, visible)))
+        items = self.title_map(self.title_vectors) + self.item_embedding
+        return query @ items.T + self.item_bias
+
+
 # -- the model --------------------------------------------------------------------------------
 
 
 class KP4SRConfig(ModelConfig):
+    backbone: Backbone = Field(
+        "t5",
+        description="t5: a T5 generates the item's identifier (the paper); encoder: a frozen "
+        "pretrained sentence encoder reads the prompt and a learned item head scores the "
+        "catalogue (see the module doc)",
+    )
+    encoder: str = Field(
+        DEFAULT_ENCODER,
+        description="backbone encoder: sentence-transformers model (bundled name or local dir)",
+    )
+    pool: Pool = Field(
+        "mask",
+        description="backbone encoder: the prompt state the item head reads, the masked "
+        "slot's (mask) or the mean over the MPP's tokens (mpp)",
+    )
+    head_dropout: float = Field(
+        0.1, ge=0, lt=1, description="backbone encoder: dropout on the pooled prompt state"
+    )
+    training_prompts: TrainingPrompts = Field(
+        "redraw",
+        description="redraw: a new template and tree per sample every epoch (the authors' "
+        "code); fixed: one draw per sample for the whole run (with backbone encoder, each "
+        "sample's frozen state is computed once, and later epochs cost the item head alone)",
+    )
+    item_text: ItemNaming = Field(
+        "id",
+        description='how an item is written in prompts and sentences: its token (id, "12", the '
+        'paper) or its title (title, "Toy Story (1995)": what a pretrained encoder can read)',
+    )
     t5: str | None = Field(
         None,
         description="null: a T5 built from compact_t5 with the GPT-2 BPE tokenizer; else a local "
@@ -366,26 +509,42 @@ class KP4SRConfig(ModelConfig):
         "random mask over [B, heads, L, L] costs a quarter of a CPU training step at 512 tokens)",
     )
 
+    @model_validator(mode="after")
+    def _encoder_input_fits(self) -> KP4SRConfig:
+        if self.backbone == "encoder" and self.max_input_tokens > MAX_ENCODER_TOKENS:
+            raise ValueError(
+                f"max_input_tokens {self.max_input_tokens} exceeds the encoder's "
+                f"{MAX_ENCODER_TOKENS} positions (backbone: encoder)"
+            )
+        return self
+
 
 @dataclass(frozen=True, slots=True)
 class SeededSample:
     """A training sample with the seed of its random template and tree draw."""
 
     sample: SeqSample
-    seed: tuple[int, int, int]  # (run seed, epoch, index in the epoch)
+    seed: tuple[int, ...]  # (run seed, epoch, index in the epoch), or see `SeededSamples`
 
 
 class SeededSamples(Sequence[SeededSample]):
-    """The epoch's samples, each tagged with a seed from (run seed, epoch, index).
+    """The epoch's samples, each tagged with the seed of its template and tree draw.
 
-    A sample's template and tree depend on nothing else (not on its batch, the process
-    count or the global RNG), so runs are reproducible and resume draws what the
+    `redraw` (the authors' code): the seed is (run seed, epoch, index), a new draw every
+    epoch. Otherwise it is (run seed, user, target, a checksum of the prompt's history), the
+    same draw in every epoch, so a frozen encoder's state of the sample can be reused
+    (`PromptItemScorer`). Either way a draw depends on nothing else (not on the batch, the
+    process count or the global RNG): runs are reproducible and resume draws what the
     uninterrupted run drew.
     """
 
-    def __init__(self, samples: EpochSamples, seed: int) -> None:
+    def __init__(
+        self, samples: EpochSamples, seed: int, *, redraw: bool = True, history_items: int = 0
+    ) -> None:
         self.samples = samples
         self.seed = seed % 2**63
+        self.redraw = redraw
+        self.history_items = history_items
 
     def begin_epoch(self, epoch: int) -> dict[str, float]:
         return self.samples.begin_epoch(epoch)
@@ -394,7 +553,13 @@ class SeededSamples(Sequence[SeededSample]):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> SeededSample:  # type: ignore[override]
-        return SeededSample(self.samples[index], (self.seed, self.samples.epoch, index))
+        sample = self.samples[index]
+        if self.redraw:
+            return SeededSample(sample, (self.seed, self.samples.epoch, index))
+        shown = np.ascontiguousarray(sample.history[-self.history_items :], dtype=np.int64)
+        return SeededSample(
+            sample, (self.seed, sample.user, sample.target, zlib.crc32(shown.tobytes()))
+        )
 
 
 @register_model
@@ -408,27 +573,39 @@ class KP4SR(ConvRecModel):
 
     def __init__(self, config: KP4SRConfig, task: SeqTask) -> None:
         super().__init__(config, task)  # type: ignore[arg-type]
-        if config.t5 is None:
-            self.tokenizer = kp4sr_tokenizer()
-            self.t5 = build_compact_t5(config.compact_t5, self.tokenizer)
+        dataset = task.dataset
+        item_texts = dataset.items if config.item_text == "id" else dataset.item_titles
+        if config.backbone == "encoder":
+            self.scorer = PromptItemScorer(
+                config.encoder, item_texts, config.pool, config.head_dropout
+            )
+            self.tokenizer = self.scorer.tokenizer
+            mask_token = self.tokenizer.mask_token
         else:
-            self.t5, self.tokenizer = load_t5(config.t5)
-        for module in self.t5.modules():
-            if isinstance(module, T5Attention):
-                module.dropout = config.attention_dropout  # read by T5Attention.forward
+            if config.t5 is None:
+                self.tokenizer = kp4sr_tokenizer()
+                self.t5 = build_compact_t5(config.compact_t5, self.tokenizer)
+            else:
+                self.t5, self.tokenizer = load_t5(config.t5)
+            for module in self.t5.modules():
+                if isinstance(module, T5Attention):
+                    module.dropout = config.attention_dropout  # read by T5Attention.forward
+            mask_token = MASK_TOKEN
+            # Identifiers are written as in the prompt (" 12"): target and mention share tokens.
+            self.item_tokens: list[list[int]] = self.tokenizer(
+                [" " + item for item in item_texts], add_special_tokens=False
+            )["input_ids"]
+            self.trie = ItemTrie(self.item_tokens, self.tokenizer.eos_token_id)
         self.builder = KnowledgeTreeBuilder.from_dataset(
-            task.dataset,
+            dataset,
             self.tokenizer,
+            item_text=config.item_text,
             degree=config.degree,
             hop_num=0 if config.knowledge == "none" else config.hop_num,
             max_length=config.max_input_tokens,
             entity_naming=config.entity_naming,
+            mask_token=mask_token,
         )
-        # Identifiers are written as in the prompt (" 12"), so target and mention share tokens.
-        self.item_tokens: list[list[int]] = self.tokenizer(
-            [" " + item for item in task.dataset.items], add_special_tokens=False
-        )["input_ids"]
-        self.trie = ItemTrie(self.item_tokens, self.tokenizer.eos_token_id)
 
     # -- batches ---------------------------------------------------------------------------
 
@@ -449,13 +626,36 @@ class KP4SR(ConvRecModel):
             for name in ("input_ids", "kind", "node", "level1")
         }
 
+    def _encoder_inputs(
+        self, samples: Sequence[SeqSample], seeds: Sequence[tuple[int, ...] | None]
+    ) -> Batch:
+        """Backbone encoder: each sample's memo key (None: a draw seen once) and the inputs
+        of the samples whose state is not memoised yet (rows `missing`)."""
+        keys = [
+            None
+            if seed is not None and self.stage_draws.redraw
+            else memo_key(s, self.config.history_items, seed)
+            for s, seed in zip(samples, seeds, strict=True)
+        ]
+        missing = [row for row, key in enumerate(keys) if not self.scorer.has_state(key)]
+        rngs = [
+            None if seeds[row] is None else np.random.default_rng(seeds[row]) for row in missing
+        ]
+        inputs = self._inputs([samples[row] for row in missing], rngs) if missing else {}
+        return {"keys": keys, "missing": torch.tensor(missing, dtype=torch.long), **inputs}
+
     def collate(self, samples: Sequence[SeqSample]) -> Batch:
         """Evaluation inputs: the test template and deterministic trees; targets are not read."""
+        if self.config.backbone == "encoder":
+            return self._encoder_inputs(samples, [None] * len(samples))
         return self._inputs(samples, [None] * len(samples))
 
     def training_batch(self, draws: Sequence[SeededSample]) -> Batch:
-        """Inputs with each sample's seeded template and tree, and `labels` [B, T]:
-        identifier tokens + eos, padded with IGNORE."""
+        """Inputs with each sample's seeded template and tree, and the targets: item ids
+        (backbone encoder) or `labels` [B, T], identifier tokens + eos padded with IGNORE."""
+        if self.config.backbone == "encoder":
+            batch = self._encoder_inputs([d.sample for d in draws], [d.seed for d in draws])
+            return {**batch, "targets": torch.tensor([d.sample.target for d in draws])}
         rngs = [np.random.default_rng(d.seed) for d in draws]
         batch = self._inputs([d.sample for d in draws], rngs)
         targets = [[*self.item_tokens[d.sample.target], self.tokenizer.eos_token_id] for d in draws]
@@ -471,14 +671,16 @@ class KP4SR(ConvRecModel):
         """[B, L], 1 at real tokens: the decoder's cross-attention mask."""
         return (batch["kind"] != TokenKind.PAD).long()
 
-    def encoder_attention_mask(self, batch: Batch) -> torch.Tensor:
-        """[B, 1, L, L] additive encoder mask of the configured `knowledge` mode."""
+    def visibility(self, batch: Batch) -> torch.Tensor:
+        """[B, L, L] who may attend to whom under the configured `knowledge` mode."""
         kind = batch["kind"]
         if self.config.knowledge == "tree":
-            visible = knowledge_tree_mask(kind, batch["node"], batch["level1"])
-        else:  # "full", and "none" whose inputs hold the MPP only
-            visible = full_visibility_mask(kind)
-        return t5_encoder_attention_mask(visible, self.t5.dtype)
+            return knowledge_tree_mask(kind, batch["node"], batch["level1"])
+        return full_visibility_mask(kind)  # "full", and "none" whose inputs hold the MPP only
+
+    def encoder_attention_mask(self, batch: Batch) -> torch.Tensor:
+        """[B, 1, L, L] additive T5 encoder mask of the configured `knowledge` mode."""
+        return t5_encoder_attention_mask(self.visibility(batch), self.t5.dtype)
 
     def encode(self, batch: Batch) -> torch.Tensor:
         """Encoder states [B, L, d]; the 4-D mask goes to the encoder alone (api-notes)."""
@@ -523,14 +725,21 @@ class KP4SR(ConvRecModel):
         )
 
     def recommend(self, batch: Batch) -> torch.Tensor:
-        """Scores [B, num_items]: num_beams - rank for the returned items, -inf elsewhere."""
+        """Scores [B, num_items]: the item head's (backbone encoder), or num_beams - rank for
+        the items the beam search returned and -inf elsewhere (backbone t5)."""
+        if self.config.backbone == "encoder":
+            visible = self.visibility(batch) if len(batch["missing"]) else None
+            return self.scorer(batch, visible)
         items, _ = self.beam_search(batch)
         return beam_rank_scores(items, self.task.num_items)
 
     # -- training --------------------------------------------------------------------------
 
     def loss(self, batch: Batch) -> torch.Tensor:
-        """Per sample [B]: mean token cross-entropy over the identifier tokens and eos."""
+        """Per sample [B]: cross-entropy over the catalogue (backbone encoder), or the mean
+        token cross-entropy over the identifier tokens and eos (backbone t5)."""
+        if self.config.backbone == "encoder":
+            return F.cross_entropy(self.recommend(batch), batch["targets"], reduction="none")
         labels = batch["labels"]
         logits = self.t5(
             encoder_outputs=BaseModelOutput(last_hidden_state=self.encode(batch)),
@@ -543,8 +752,18 @@ class KP4SR(ConvRecModel):
         )
         return token_loss.sum(dim=1) / (labels != IGNORE).sum(dim=1)
 
+    @cached_property
+    def stage_draws(self) -> SeededSamples:
+        """The training samples with their draws; one object, so the stage sees one epoch."""
+        return SeededSamples(
+            self.task.train,
+            self.task.seed,
+            redraw=self.config.training_prompts == "redraw",
+            history_items=self.config.history_items,
+        )
+
     def stages(self) -> list[Stage]:
-        draws = SeededSamples(self.task.train, self.task.seed)
+        draws = self.stage_draws
         return [
             Stage(
                 name="train",
@@ -562,6 +781,7 @@ __all__ = [
     "CompactT5Config",
     "ItemTrie",
     "KP4SRConfig",
+    "PromptItemScorer",
     "SeededSample",
     "SeededSamples",
     "T5NotFoundError",
@@ -571,4 +791,5 @@ __all__ = [
     "constrained_beam_search",
     "kp4sr_tokenizer",
     "load_t5",
+    "memo_key",
 ]

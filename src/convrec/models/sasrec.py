@@ -15,7 +15,9 @@ predicts window[1:]. With `data.train_positions: last` (configs/sasrec.yaml) a u
 sample whose target is their last training item, so an epoch is exactly SASRec's pass over
 every training sequence; "random" or "all" train on prefixes too, and `loss_positions:
 target` restricts the loss to each sample's own target. A sample's loss is the mean over
-its positions: every user weighs the same, and the trainer's per-sample reduction holds.
+its positions: every user weighs the same, and the trainer's per-sample reduction holds
+(`loss_weighting: position` divides the sum by max_len instead, so that every trained
+position weighs the same, as RecBole's prefixes do).
 
 Deliberate differences from the reference code (pmixer/SASRec.pytorch):
 - padded positions are masked out as attention keys (the reference lets real positions
@@ -23,6 +25,8 @@ Deliberate differences from the reference code (pmixer/SASRec.pytorch):
 - positions are right-aligned, so the latest item always has the same position embedding;
 - the blocks are torch's pre-LayerNorm `TransformerEncoderLayer`: x + Attn(LN(x)), then
   x + FFN(LN(x)); the reference adds the attention output to LN(x) instead of x.
+  `layer_norm: post` gives RecBole's layout instead (LN(embeddings), then LN(x + Attn(x))
+  and LN(x + FFN(x)), embeddings not scaled).
 """
 
 from __future__ import annotations
@@ -60,6 +64,19 @@ class SASRecConfig(ModelConfig):
         "SASRec) or only at the sample's target",
     )
 
+    layer_norm: Literal["pre", "post"] = Field(
+        "pre",
+        description="pre: x + f(LN(x)) blocks, a final LN, embeddings scaled by sqrt(hidden) "
+        "(the reference code's layout); post: LN(x + f(x)) blocks after LN(embeddings), "
+        "unscaled (RecBole's)",
+    )
+    loss_weighting: Literal["sample", "position"] = Field(
+        "sample",
+        description="sample: a sample's loss is the mean over its trained positions (every "
+        "sample weighs the same); position: their sum / max_len (every trained position "
+        "weighs the same, as in RecBole, where each prefix is a sample)",
+    )
+
     @model_validator(mode="after")
     def _heads_divide_hidden(self) -> SASRecConfig:
         if self.hidden % self.num_heads:
@@ -86,11 +103,17 @@ class SASRec(ConvRecModel):
             dropout=config.dropout,
             activation="relu",
             batch_first=True,
-            norm_first=True,
+            norm_first=config.layer_norm == "pre",
         )
+        pre = config.layer_norm == "pre"
         self.blocks = nn.TransformerEncoder(
-            block, config.num_blocks, norm=nn.LayerNorm(config.hidden), enable_nested_tensor=False
+            block,
+            config.num_blocks,
+            norm=nn.LayerNorm(config.hidden) if pre else None,
+            enable_nested_tensor=False,
         )
+        self.input_norm = nn.Identity() if pre else nn.LayerNorm(config.hidden)
+        self.embedding_scale = config.hidden**0.5 if pre else 1.0
         nn.init.xavier_normal_(self.item_embedding.weight)
         nn.init.xavier_normal_(self.position_embedding.weight)
         with torch.no_grad():
@@ -134,8 +157,8 @@ class SASRec(ConvRecModel):
         if width > self.config.max_len:
             raise ValueError(f"{width} positions, but max_len is {self.config.max_len}")
         positions = torch.arange(self.config.max_len - width, self.config.max_len)
-        x = self.item_embedding(items) * self.config.hidden**0.5
-        x = x + self.position_embedding(positions.to(items.device))
+        x = self.item_embedding(items) * self.embedding_scale
+        x = self.input_norm(x + self.position_embedding(positions.to(items.device)))
         padding = items == PADDING
         x = self.dropout(x).masked_fill(padding[..., None], 0.0)
         return self.blocks(x, mask=self.attention_mask(padding))
@@ -160,6 +183,10 @@ class SASRec(ConvRecModel):
         rows = trained.nonzero(as_tuple=True)[0]
         per_sample = torch.zeros(len(following), device=losses.device, dtype=losses.dtype)
         per_sample.index_add_(0, rows, losses)
+        if self.config.loss_weighting == "position":
+            # A constant divisor: the trainer's mean over samples is then the mean over
+            # trained positions up to a constant factor, independent of the batch.
+            return per_sample / self.config.max_len
         return per_sample / trained.sum(dim=1).clamp(min=1)
 
     def stages(self) -> list[Stage]:

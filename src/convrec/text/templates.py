@@ -46,6 +46,7 @@ USER_PREFIX = "User_"
 HEAD_SLOT = "[X]"
 TAIL_SLOT = "[Y]"
 EntityNaming = Literal["mid", "id"]
+ItemNaming = Literal["id", "title"]
 
 
 def user_text(user: str) -> str:
@@ -283,6 +284,7 @@ __all__ = [
     "TEST_TEMPLATE",
     "TRAIN_TEMPLATES",
     "EntityNaming",
+    "ItemNaming",
     "PromptTemplate",
     "RelationTemplate",
     "RenderedPrompt",
