@@ -1,6 +1,7 @@
 """KP4SR: knowledge prompt-tuning for sequential recommendation (Zhai et al. 2023).
 
-Spec: specs/kp4sr.md. One sample (user, history, target) flows top to bottom::
+Spec: specs/kp4sr.md. One sample (user, history, target) flows top to bottom through the
+paper's T5 backbone (the encoder backbone, below, replaces the last four steps)::
 
     history      the last `history_items` items before the target, oldest first
     MPP          a cloze prompt over them (`convrec.text.templates`):
@@ -566,7 +567,8 @@ class SeededSamples(Sequence[SeededSample]):
 class KP4SR(ConvRecModel):
     name = "kp4sr"
     description = (
-        "KP4SR: T5 over a masked personalised prompt + knowledge-tree prompts (sequential)"
+        "KP4SR: masked personalised prompt + knowledge-tree prompts under the tree mask, read "
+        "by a frozen pretrained encoder with an item head (or a T5 generator) (sequential)"
     )
     Config = KP4SRConfig
     task_kinds: ClassVar[tuple[TaskKind, ...]] = ("sequential",)
