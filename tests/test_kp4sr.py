@@ -306,20 +306,27 @@ def test_stage_samples_follow_the_epoch(task) -> None:
     assert draws[5].seed == (0, 3, 5) and draws[5].sample.target == task.train[5].target
 
 
+def train_steps(model: KP4SR, batch: dict, lr: float, steps: int = 12) -> list[float]:
+    """Mean losses of `steps` AdamW steps on one batch (per-sample losses checked)."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = model.loss(batch)
+        assert loss.shape == (len(batch["input_ids"]),)  # one loss per sample
+        loss.mean().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.mean().item())
+    return losses
+
+
 def test_training_lowers_the_loss(task) -> None:
     model = make(task, compact_t5={**TINY_T5, "dropout": 0.0}).train()
     stage = model.stages()[0]
     draws = stage.samples()
     batch = stage.collate([draws[i] for i in range(16)])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(12):
-        loss = model.loss(batch)
-        assert loss.shape == (16,)
-        loss.mean().backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        losses.append(loss.mean().item())
+    losses = train_steps(model, batch, lr=1e-2)
     assert losses[-1] < 0.7 * losses[0]  # from ln(50k) ~ 10.8
 
 
@@ -424,15 +431,7 @@ def test_encoder_backbone_learns_and_memoises_evaluation_states(task, encoder_mo
     draws = stage.samples()
     batch = stage.collate([draws[i] for i in range(16)])
     assert batch["targets"].tolist() == [draws[i].sample.target for i in range(16)]
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
-    losses = []
-    for _ in range(12):
-        loss = model.loss(batch)
-        assert loss.shape == (16,)
-        loss.mean().backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        losses.append(loss.mean().item())
+    losses = train_steps(model, batch, lr=3e-3)
     assert losses[-1] < 0.8 * losses[0]
     model.eval()
     samples = task.eval_samples("valid")[:5]
@@ -464,22 +463,16 @@ def test_fixed_training_prompts_are_drawn_once_and_memoised(task, encoder_model)
     redrawn0, redrawn1 = seeds(redrawn, 0), seeds(redrawn, 1)
     assert not any(redrawn0[k] == redrawn1[k] for k in redrawn0.keys() & redrawn1.keys())
 
-    model = encoder_model
-    model.config.training_prompts = "fixed"
-    model.__dict__.pop("stage_draws", None)
-    try:
-        draws = model.stages()[0].samples()
-        picked = [draws[i] for i in range(6)]
-        batch = model.training_batch(picked)
-        assert batch["missing"].tolist() == list(range(6)) and None not in batch["keys"]
-        model.eval()
-        loss = model.loss(batch)
-        again = model.training_batch(picked)
-        assert again["missing"].tolist() == [] and torch.equal(model.loss(again), loss)
-    finally:
-        model.config.training_prompts = "redraw"
-        model.__dict__.pop("stage_draws", None)
-    unseen = model.training_batch(picked)  # redrawn: never memoised
+    config = encoder_model.config.model_copy(update={"training_prompts": "fixed"})
+    model = KP4SR(config, task).eval()
+    draws = model.stages()[0].samples()
+    picked = [draws[i] for i in range(6)]
+    batch = model.training_batch(picked)
+    assert batch["missing"].tolist() == list(range(6)) and None not in batch["keys"]
+    loss = model.loss(batch)
+    again = model.training_batch(picked)
+    assert again["missing"].tolist() == [] and torch.equal(model.loss(again), loss)
+    unseen = encoder_model.training_batch(picked)  # redrawn (the fixture's): never memoised
     assert unseen["keys"] == [None] * 6 and unseen["missing"].tolist() == list(range(6))
 
 

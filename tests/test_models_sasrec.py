@@ -50,8 +50,8 @@ def test_scores_the_catalogue_and_loss_is_per_sample(task) -> None:
 
 def test_loss_weighting_by_sample_or_by_position(task) -> None:
     samples = [sample([4, 5, 6, 7], 8), sample([9], 1)]  # 3 trained positions, then 1
-    by_sample, by_position = make(task, max_len=3).eval(), make(task, max_len=3).eval()
-    by_position.config.loss_weighting = "position"
+    by_sample = make(task, max_len=3).eval()
+    by_position = make(task, max_len=3, loss_weighting="position").eval()
     mean = by_sample.loss(by_sample.training_batch(samples))
     total = by_position.loss(by_position.training_batch(samples)) * 3  # max_len
     assert torch.allclose(total[0], mean[0] * 3) and torch.allclose(total[1], mean[1])

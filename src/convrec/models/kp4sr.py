@@ -36,9 +36,10 @@ pad token starts the decoder, as T5's does. A checkpoint (`t5: <dir>`, e.g. a lo
 t5-small) brings its own tokenizer, which already has the mask token.
 
 Training draws. A training sample's template and tree come from a generator seeded by
-(run seed, epoch, position in the epoch) (`SeededSamples`): independent of batching, process
-count and the global RNG, so a run is reproducible and a resumed run draws what the
-uninterrupted one drew. Attention-probability dropout is a setting of its own
+(run seed, epoch, position in the epoch) with `training_prompts: redraw`, or by the sample
+itself with `fixed` (`SeededSamples`): independent of batching, process count and the
+global RNG, so a run is reproducible and a resumed run draws what the uninterrupted one
+drew. Attention-probability dropout is a setting of its own
 (`attention_dropout`, default off): its random [B, heads, L, L] mask is a quarter of a CPU
 training step at 512 tokens.
 
@@ -71,7 +72,6 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -635,7 +635,7 @@ class KP4SR(ConvRecModel):
         of the samples whose state is not memoised yet (rows `missing`)."""
         keys = [
             None
-            if seed is not None and self.stage_draws.redraw
+            if seed is not None and self.config.training_prompts == "redraw"
             else memo_key(s, self.config.history_items, seed)
             for s, seed in zip(samples, seeds, strict=True)
         ]
@@ -754,18 +754,13 @@ class KP4SR(ConvRecModel):
         )
         return token_loss.sum(dim=1) / (labels != IGNORE).sum(dim=1)
 
-    @cached_property
-    def stage_draws(self) -> SeededSamples:
-        """The training samples with their draws; one object, so the stage sees one epoch."""
-        return SeededSamples(
+    def stages(self) -> list[Stage]:
+        draws = SeededSamples(
             self.task.train,
             self.task.seed,
             redraw=self.config.training_prompts == "redraw",
             history_items=self.config.history_items,
         )
-
-    def stages(self) -> list[Stage]:
-        draws = self.stage_draws
         return [
             Stage(
                 name="train",
