@@ -24,13 +24,16 @@ source "$here/sweep.sh"
 
 run popularity popularity 0
 names=(popularity)
+# The main rows for every seed first, then the without-mask ablation.
 for seed in 0 1 2; do
     run "sasrec-s$seed" sasrec "$seed"
     run "kp4sr-encoder-s$seed" kp4sr "$seed"
-    run "kp4sr-encoder-full-s$seed" kp4sr "$seed" model.knowledge=full
     run "kp4sr-encoder-none-s$seed" kp4sr "$seed" model.knowledge=none
-    names+=("sasrec-s$seed" "kp4sr-encoder-s$seed")
-    names+=("kp4sr-encoder-full-s$seed" "kp4sr-encoder-none-s$seed")
+    names+=("sasrec-s$seed" "kp4sr-encoder-s$seed" "kp4sr-encoder-none-s$seed")
+done
+for seed in 0 1 2; do
+    run "kp4sr-encoder-full-s$seed" kp4sr "$seed" model.knowledge=full
+    names+=("kp4sr-encoder-full-s$seed")
 done
 results=()
 for name in "${names[@]}"; do results+=("$(result "$name")"); done

@@ -26,7 +26,10 @@ NDCG@10). Rows:
 - `recbole`: RecBole's SASRec. It trains on every prefix of each training sequence (one
   sample per training item after the first, ~97k), the loss at the prefix's last position,
   2048 samples per batch (RecBole's default), at a constant learning rate.
-- `ours`: ours with its defaults (configs/sasrec.yaml).
+- `ours`: ours with its defaults (configs/sasrec.yaml): windows of the last 50 items ending
+  every 10th position of each training sequence, the loss at each window's last 10
+  positions, so every training item is predicted once an epoch with at least 40 items
+  before it (~10k windows an epoch, 128 per batch), the learning rate decaying linearly.
 - `ours-recbole-samples` (only with `--only`: it costs what RecBole's row does): ours on
   exactly RecBole's samples (`data.train_positions=all`, `model.loss_positions=target`,
   batch 2048). An epoch then reads ~100x the tokens of an epoch over whole sequences; on

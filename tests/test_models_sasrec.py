@@ -36,7 +36,7 @@ def test_registered_with_a_typed_config() -> None:
     with pytest.raises(ValueError, match="must divide hidden"):
         SASRecConfig(hidden=10, num_heads=3)
     config = resolve_config("sasrec", "movielens-100k", overrides=["model.hidden=32"])
-    assert config.model.hidden == 32 and config.data.train_positions == "last"
+    assert config.model.hidden == 32 and config.data.train_positions == "windows"
     with pytest.raises(ConfigError, match=r"model\.hiden"):
         resolve_config("sasrec", "movielens-100k", overrides=["model.hiden=32"])
 
@@ -66,6 +66,11 @@ def test_training_batch_predicts_the_next_item_at_every_position(task) -> None:
     only_target = make(task, max_len=3, loss_positions="target")
     batch = only_target.training_batch([sample([4, 5, 6, 7], 8)])
     assert batch["next_items"].tolist() == [[NO_TARGET, NO_TARGET, 8]]
+    last_two = make(task, max_len=3, loss_positions=2)
+    batch = last_two.training_batch([sample([4, 5, 6, 7], 8), sample([9], 1)])
+    assert batch["next_items"].tolist() == [[NO_TARGET, 7, 8], [NO_TARGET, NO_TARGET, 1]]
+    with pytest.raises(ValueError, match="loss_positions"):
+        SASRecConfig(loss_positions=0)
     # inference reads the history only, cut to max_len
     assert model.collate([sample([4, 5, 6, 7], 8)])["items"].tolist() == [[6, 7, 8]]
 

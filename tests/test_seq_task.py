@@ -94,6 +94,36 @@ def test_windows_tile_each_training_sequence() -> None:
         training_samples(train, "windows")
 
 
+def test_overlapping_windows_predict_each_item_once_at_their_last_stride_positions() -> None:
+    # u0's training sequence [0, 1, 2, 3] with stride 1: one window per target, as "all"
+    assert as_lists(task(train_positions="windows", max_items=2, window_stride=1).train) == [
+        (0, [1, 2], 3),
+        (0, [0, 1], 2),
+        (0, [0], 1),
+        (2, [4], 0),
+    ]
+    rng = np.random.default_rng(1)
+    sequences = [rng.integers(0, 9, size=n).tolist() for n in (2, 3, 9, 14, 40)]
+    train = leave_one_out(sequential_dataset(sequences, 9)).train
+    every = np.concatenate(
+        [np.arange(a + 1, b) for a, b in zip(train.starts, train.ends, strict=True)]
+    )
+    window = 6
+    for stride in (1, 2, 4, 6):
+        predicted = []
+        history = training_samples(train, "windows", window=window, stride=stride).history
+        first = np.maximum(history.starts, history.ends - window)  # the window's first item
+        for row_start, a, b in zip(history.starts, first, history.ends, strict=True):
+            # the window's last `stride` positions: those after the previous window's target
+            trained = np.arange(max(a + 1, b + 1 - stride), b + 1)
+            # each sees window - stride earlier items at least, or all of its row's
+            assert (trained - a >= np.minimum(window - stride, trained - row_start)).all()
+            predicted.append(trained)
+        assert np.array_equal(np.sort(np.concatenate(predicted)), every), stride
+    with pytest.raises(ValueError, match="stride must be positive"):
+        training_samples(train, "windows", window=window, stride=0)
+
+
 def test_random_positions_one_per_user_deterministic_per_seed_and_epoch() -> None:
     def draw(seed: int, epoch: int) -> list[tuple[int, list[int], int]]:
         return as_lists(task(train_positions="random", seed=seed).train_samples(epoch))

@@ -120,6 +120,14 @@ class DataConfig(Settings):
         "the last one and every max_items-th position before it (windows: with SASRec's "
         "loss at every position, each training item once)",
     )
+    window_stride: int | None = Field(
+        None,
+        ge=1,
+        description="sequences, windows: positions between consecutive targets (default "
+        "max_items: the windows tile the sequence; shorter: they overlap, so that a model "
+        "trained on each window's last window_stride positions sees at least max_items - "
+        "window_stride earlier items at every trained position)",
+    )
     valid_fraction: float = Field(
         0.1,
         ge=0.0,

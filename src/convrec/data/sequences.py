@@ -37,9 +37,10 @@ TRAIN_POSITIONS: dict[TrainPositions, str] = {
     "all": "every position of the training sequence that has an earlier item",
     "last": "the last training item only; a model that learns from every position of the "
     "history (SASRec) then trains on the last max_items + 1 items of the sequence",
-    "windows": "the last training item and every max_items-th position before it, so that "
-    "a model that learns from every position of a history (SASRec) trains on each item of "
-    "a long sequence once: consecutive samples' windows tile the sequence",
+    "windows": "the last training item and every max_items-th position before it (every "
+    "window_stride-th, when set), so that a model that learns from every position of a "
+    "history (SASRec) trains on each item of a long sequence once: consecutive samples' "
+    "windows tile the sequence (or overlap, with a shorter stride)",
 }
 
 
@@ -186,21 +187,24 @@ def training_samples(
     rng: np.random.Generator | None = None,
     *,
     window: int | None = None,
+    stride: int | None = None,
 ) -> NextItemSamples:
     """Samples with targets inside the training sequences; history = all earlier items.
 
     A target always has at least one earlier item, so a row of length 1 gives no sample.
     Rows come in the order of `train` ("all": by row, then position; "windows": by row,
-    then from the last position backwards in steps of `window`); `rng` draws the "random"
-    positions (one per row with at least two items).
+    then from the last position backwards in steps of `stride`, by default `window`); `rng`
+    draws the "random" positions (one per row with at least two items).
     """
     if positions not in TRAIN_POSITIONS:
         raise ValueError(f"positions must be one of {list(TRAIN_POSITIONS)}, not {positions!r}")
     lengths = train.lengths
     if positions == "windows" and (window is None or window < 1):
         raise ValueError(f"windows positions need a positive window, not {window!r}")
+    if stride is not None and stride < 1:
+        raise ValueError(f"stride must be positive, not {stride}")
     if positions in ("all", "windows"):
-        step = 1 if positions == "all" else window
+        step = 1 if positions == "all" else (stride or window)
         per_row = -(-np.maximum(lengths - 1, 0) // step)  # ceil((length - 1) / step)
         rows = np.repeat(np.arange(len(train)), per_row)
         block_starts = np.cumsum(per_row) - per_row

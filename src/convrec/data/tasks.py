@@ -168,6 +168,7 @@ class SeqTask:
     dataset: SequentialDataset
     max_items: int = 50
     train_positions: TrainPositions = "random"
+    window_stride: int | None = None  # "windows": positions between targets (max_items)
     seed: int = 0
 
     kind: ClassVar[TaskKind] = "sequential"
@@ -199,7 +200,13 @@ class SeqTask:
     def train_samples(self, epoch: int) -> NextItemSamples:
         """The training samples of `epoch` (only "random" positions change between epochs)."""
         rng = np.random.default_rng([self.seed % 2**63, epoch])
-        drawn = training_samples(self.split.train, self.train_positions, rng, window=self.max_items)
+        drawn = training_samples(
+            self.split.train,
+            self.train_positions,
+            rng,
+            window=self.max_items,
+            stride=self.window_stride,
+        )
         return drawn.last(self.max_items)
 
     @cached_property

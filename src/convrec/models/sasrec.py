@@ -14,7 +14,10 @@ full softmax over the catalogue instead of the paper's one sampled negative. A t
 predicts window[1:]. With `data.train_positions: last` (configs/sasrec.yaml) a user has one
 sample whose target is their last training item, so an epoch is exactly SASRec's pass over
 every training sequence; "random" or "all" train on prefixes too, and `loss_positions:
-target` restricts the loss to each sample's own target. A sample's loss is the mean over
+target` restricts the loss to each sample's own target. Overlapping windows
+(`train_positions: windows`, `window_stride: k`) with the loss at their last k positions
+(`loss_positions: k`) predict every training item once an epoch, like whole sequences, but
+each with at least max_len - k items before it, like RecBole's prefixes. A sample's loss is the mean over
 its positions: every user weighs the same, and the trainer's per-sample reduction holds
 (`loss_weighting: position` divides the sum by max_len instead, so that every trained
 position weighs the same, as RecBole's prefixes do).
@@ -37,7 +40,7 @@ from typing import ClassVar, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
+from pydantic import Field, PositiveInt, model_validator
 from torch import nn
 
 from convrec.data.schema import TaskKind
@@ -58,10 +61,12 @@ class SASRecConfig(ModelConfig):
     max_len: int = Field(
         50, ge=1, description="positions the model reads: the last max_len items of a history"
     )
-    loss_positions: Literal["all", "target"] = Field(
+    loss_positions: Literal["all", "target"] | PositiveInt = Field(
         "all",
         description="train next-item prediction at every position of a sample's window (all, "
-        "SASRec) or only at the sample's target",
+        "SASRec), only at the sample's target, or at its last k positions (an integer k; "
+        "with data.train_positions=windows and data.window_stride=k every training item is "
+        "predicted once an epoch, each with at least max_len - k items before it)",
     )
 
     layer_norm: Literal["pre", "post"] = Field(
@@ -130,14 +135,16 @@ class SASRec(ConvRecModel):
         """Inputs [B, W] and the next item to predict at each position [B, W].
 
         Training samples always have a history, so W >= 1. A position gets a target when
-        its input is an item (and, with `loss_positions: target`, only the last one does).
+        its input is an item (and, with `loss_positions: target` or k, only the last one
+        or the last k do).
         """
         windows = [np.append(s.history, s.target) for s in samples]
         tokens = left_padded(windows, self.config.max_len + 1) + 1
         inputs, following = tokens[:, :-1], tokens[:, 1:] - 1
         following = np.where(inputs != PADDING, following, NO_TARGET)
-        if self.config.loss_positions == "target":
-            following[:, :-1] = NO_TARGET
+        trained = self.config.loss_positions
+        if trained != "all":
+            following[:, : -(1 if trained == "target" else trained)] = NO_TARGET
         return {"items": torch.from_numpy(inputs), "next_items": torch.from_numpy(following)}
 
     # -- the network -----------------------------------------------------------------------

@@ -61,6 +61,7 @@ def make_task(dataset: Dataset, config: RunConfig) -> Task:
             dataset,
             max_items=config.data.max_items,
             train_positions=config.data.train_positions,
+            window_stride=config.data.window_stride,
             seed=config.seed,
         )
     return RecTask(dataset, train_turns=config.data.train_turns)
