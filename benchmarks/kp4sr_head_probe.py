@@ -15,7 +15,7 @@ here reads the test split.
   wd0.1            train.weight_decay=0.1 (default 0.01)
   dropout0.3       model.head_dropout=0.3 (default 0.1)
   lr3e-4           train.lr=3e-4 (default 1e-3)
-  titles-only      the free item embedding e_i frozen at 0: items are V t_i + b_i only
+  titles-only      model.item_embedding=false: no free item embedding, items are V t_i + b_i
   titles-only+wd0.1
 
 Writes benchmarks/results/kp4sr_head_probe.json (best epoch, best valid NDCG@10 and the
@@ -38,13 +38,13 @@ from convrec.training.trainer import Trainer
 
 RESULTS = Path(__file__).parent / "results" / "kp4sr_head_probe.json"
 
-VARIANTS: dict[str, tuple[list[str], bool]] = {  # name -> (overrides, free item embedding)
-    "default": ([], True),
-    "wd0.1": (["train.weight_decay=0.1"], True),
-    "dropout0.3": (["model.head_dropout=0.3"], True),
-    "lr3e-4": (["train.lr=3e-4"], True),
-    "titles-only": ([], False),
-    "titles-only+wd0.1": (["train.weight_decay=0.1"], False),
+VARIANTS: dict[str, list[str]] = {  # name -> overrides
+    "default": [],
+    "wd0.1": ["train.weight_decay=0.1"],
+    "dropout0.3": ["model.head_dropout=0.3"],
+    "lr3e-4": ["train.lr=3e-4"],
+    "titles-only": ["model.item_embedding=false"],
+    "titles-only+wd0.1": ["model.item_embedding=false", "train.weight_decay=0.1"],
 }
 # Settings that change the prompts (and so the states) must not differ between variants.
 PROMPT_SETTINGS = ("backbone", "encoder", "pool", "item_text", "knowledge", "degree",
@@ -53,7 +53,7 @@ PROMPT_SETTINGS = ("backbone", "encoder", "pool", "item_text", "knowledge", "deg
 
 
 def run_variant(name: str, args: argparse.Namespace, memo: dict | None) -> tuple[dict, dict]:
-    overrides, free_items = VARIANTS[name]
+    overrides = VARIANTS[name]
     config = resolve_config(
         "kp4sr",
         "movielens-100k",
@@ -66,8 +66,6 @@ def run_variant(name: str, args: argparse.Namespace, memo: dict | None) -> tuple
     assert isinstance(model, KP4SR)
     if memo is not None:
         model.scorer._memo = memo  # the same prompts, so the same states (see PROMPT_SETTINGS)
-    if not free_items:
-        model.scorer.item_embedding.requires_grad_(False)
     with tempfile.TemporaryDirectory() as checkpoints:
         trainer = Trainer(
             model,
@@ -84,7 +82,6 @@ def run_variant(name: str, args: argparse.Namespace, memo: dict | None) -> tuple
     best = max(range(len(curve)), key=curve.__getitem__)
     record = {
         "overrides": overrides,
-        "free_item_embedding": free_items,
         "prompt_settings": {k: getattr(config.model, k) for k in PROMPT_SETTINGS},
         "best_epoch": best + 1,
         "best_valid_ndcg@10": curve[best],

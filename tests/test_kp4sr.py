@@ -445,6 +445,25 @@ def test_encoder_backbone_learns_and_memoises_evaluation_states(task, encoder_mo
     assert torch.allclose(model.recommend(model.collate(samples)), first, atol=1e-6)
 
 
+def test_items_without_a_free_embedding_are_their_titles_and_a_bias(task) -> None:
+    torch.manual_seed(0)
+    config = KP4SRConfig(
+        backbone="encoder", item_text="title", max_input_tokens=160, item_embedding=False
+    )
+    model = KP4SR(config, task).train()
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {
+        "scorer.query.weight",
+        "scorer.query.bias",
+        "scorer.title_map.weight",
+        "scorer.item_bias",
+    }
+    stage = model.stages()[0]
+    draws = stage.samples()
+    losses = train_steps(model, stage.collate([draws[i] for i in range(16)]), lr=3e-3)
+    assert losses[-1] < 0.9 * losses[0]
+
+
 def test_fixed_training_prompts_are_drawn_once_and_memoised(task, encoder_model) -> None:
     redrawn = SeededSamples(task.train, 0)
     fixed = SeededSamples(task.train, 0, redraw=False, history_items=5)

@@ -363,14 +363,24 @@ class PromptItemScorer(nn.Module):
     like the encoder's sentence vectors) becomes a query q = W p; item i scores
     q . (V t_i + e_i) + b_i, where t_i is the encoder's own vector of the item's title
     (fixed), V a learned map (identity at the start), e_i a learned item embedding (zero at
-    the start, so an untrained model ranks by title similarity) and b_i a learned bias.
+    the start, so an untrained model ranks by title similarity; left out with
+    `free_items=False`, so that items differ only through their titles) and b_i a learned
+    bias.
     The encoder is frozen and always in eval mode, so a sample's state is a function of its
     prompt: states of deterministic prompts (evaluation; training with `training_prompts:
     fixed`) are memoised under `memo_key`, and a pass over samples seen before costs the
     head alone.
     """
 
-    def __init__(self, encoder: str, item_texts: Sequence[str], pool: Pool, dropout: float) -> None:
+    def __init__(
+        self,
+        encoder: str,
+        item_texts: Sequence[str],
+        pool: Pool,
+        dropout: float,
+        *,
+        free_items: bool = True,
+    ) -> None:
         super().__init__()
         self.encoder = SentenceEncoder(encoder).eval()  # frozen: no dropout, ever (`train`)
         self.encoder.requires_grad_(False)
@@ -384,7 +394,9 @@ class PromptItemScorer(nn.Module):
         self.query = nn.Linear(dim, dim)
         self.title_map = nn.Linear(dim, dim, bias=False)
         nn.init.eye_(self.title_map.weight)
-        self.item_embedding = nn.Parameter(torch.zeros(len(item_texts), dim))
+        self.item_embedding = (
+            nn.Parameter(torch.zeros(len(item_texts), dim)) if free_items else None
+        )
         self.item_bias = nn.Parameter(torch.zeros(len(item_texts)))
         self._memo: dict[bytes, torch.Tensor] = {}
 
@@ -438,7 +450,9 @@ class PromptItemScorer(nn.Module):
     def forward(self, batch: Batch, visible: torch.Tensor | None) -> torch.Tensor:
         """Item scores [B, num_items] (see `states` for the batch)."""
         query = self.query(self.dropout(self.states(batch, visible)))
-        items = self.title_map(self.title_vectors) + self.item_embedding
+        items = self.title_map(self.title_vectors)
+        if self.item_embedding is not None:
+            items = items + self.item_embedding
         return query @ items.T + self.item_bias
 
 
@@ -460,6 +474,11 @@ class KP4SRConfig(ModelConfig):
         "mask",
         description="backbone encoder: the prompt state the item head reads, the masked "
         "slot's (mask) or the mean over the MPP's tokens (mpp)",
+    )
+    item_embedding: bool = Field(
+        True,
+        description="backbone encoder: give each item a learned embedding next to its mapped "
+        "title vector (false: items differ only through their titles and a bias)",
     )
     head_dropout: float = Field(
         0.1, ge=0, lt=1, description="backbone encoder: dropout on the pooled prompt state"
@@ -579,7 +598,11 @@ class KP4SR(ConvRecModel):
         item_texts = dataset.items if config.item_text == "id" else dataset.item_titles
         if config.backbone == "encoder":
             self.scorer = PromptItemScorer(
-                config.encoder, item_texts, config.pool, config.head_dropout
+                config.encoder,
+                item_texts,
+                config.pool,
+                config.head_dropout,
+                free_items=config.item_embedding,
             )
             self.tokenizer = self.scorer.tokenizer
             mask_token = self.tokenizer.mask_token

@@ -8,17 +8,18 @@ scores its dot product with that state (one item table serves input and output):
     h = TransformerEncoder(x, mask)                position t attends to items at <= t only
     scores = h[:, -1] @ E[items of the catalogue]^T           [B, num_items]
 
-Training is the paper's: next-item cross-entropy at every position of a sequence, with a
-full softmax over the catalogue instead of the paper's one sampled negative. A task sample
+Training is the paper's loss: next-item cross-entropy at the positions of a sequence, with
+a full softmax over the catalogue instead of the paper's one sampled negative. A task sample
 (history, target) becomes the window history + [target]; the model reads window[:-1] and
-predicts window[1:]. With `data.train_positions: last` (configs/sasrec.yaml) a user has one
-sample whose target is their last training item, so an epoch is exactly SASRec's pass over
-every training sequence; "random" or "all" train on prefixes too, and `loss_positions:
-target` restricts the loss to each sample's own target. Overlapping windows
-(`train_positions: windows`, `window_stride: k`) with the loss at their last k positions
-(`loss_positions: k`) predict every training item once an epoch, like whole sequences, but
-each with at least max_len - k items before it, like RecBole's prefixes. A sample's loss is the mean over
-its positions: every user weighs the same, and the trainer's per-sample reduction holds
+predicts window[1:]. With `data.train_positions: last` a user has one sample whose target is
+their last training item, so an epoch is exactly the paper's pass over each user's latest
+max_len + 1 items; "random" or "all" train on prefixes too, and `loss_positions: target`
+restricts the loss to each sample's own target (RecBole's samples). The default
+(configs/sasrec.yaml) is overlapping windows (`train_positions: windows`, `window_stride:
+k`) with the loss at their last k positions (`loss_positions: k`): every training item is
+predicted once an epoch, as with whole sequences, but each with at least max_len - k items
+before it, as with RecBole's prefixes. A sample's loss is the mean over its trained
+positions: every sample weighs the same, and the trainer's per-sample reduction holds
 (`loss_weighting: position` divides the sum by max_len instead, so that every trained
 position weighs the same, as RecBole's prefixes do).
 
