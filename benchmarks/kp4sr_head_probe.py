@@ -52,7 +52,11 @@ PROMPT_SETTINGS = ("backbone", "encoder", "pool", "item_text", "knowledge", "deg
                    "training_prompts")  # fmt: skip
 
 
-def run_variant(name: str, args: argparse.Namespace, memo: dict | None) -> tuple[dict, dict]:
+def run_variant(
+    name: str, args: argparse.Namespace, memo: dict | None, prompts: dict | None
+) -> tuple[dict, dict]:
+    """Train variant `name`; with a memo from an earlier variant whose prompt settings were
+    `prompts`, its states are reused (after checking this variant's prompts are the same)."""
     overrides = VARIANTS[name]
     config = resolve_config(
         "kp4sr",
@@ -61,6 +65,8 @@ def run_variant(name: str, args: argparse.Namespace, memo: dict | None) -> tuple
         overrides=[f"seed={args.seed}", f"model.knowledge={args.knowledge}", *overrides],
     )
     assert config.model.backbone == "encoder" and config.model.training_prompts == "fixed"
+    settings = {k: getattr(config.model, k) for k in PROMPT_SETTINGS}
+    assert prompts in (None, settings), f"{name} changes the prompts: states not reusable"
     task = build_task(config).task
     model = build_model(config, task, progress=False)
     assert isinstance(model, KP4SR)
@@ -82,7 +88,7 @@ def run_variant(name: str, args: argparse.Namespace, memo: dict | None) -> tuple
     best = max(range(len(curve)), key=curve.__getitem__)
     record = {
         "overrides": overrides,
-        "prompt_settings": {k: getattr(config.model, k) for k in PROMPT_SETTINGS},
+        "prompt_settings": settings,
         "best_epoch": best + 1,
         "best_valid_ndcg@10": curve[best],
         "valid_ndcg@10_by_epoch": curve,
@@ -104,8 +110,7 @@ def main() -> None:
     memo = None
     prompts = None
     for name in args.variants:
-        record, memo = run_variant(name, args, memo)
-        assert prompts in (None, record["prompt_settings"]), "variants must share prompts"
+        record, memo = run_variant(name, args, memo, prompts)
         prompts = record["prompt_settings"]
         rows[name] = record
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from convrec.config import resolve_config
 from convrec.data.kg import KnowledgeGraph
 from convrec.data.schema import SequentialDataset
 from convrec.data.sequences import leave_one_out, left_padded, training_samples
@@ -14,6 +15,7 @@ from convrec.data.tasks import LEAVE_ONE_OUT, SeqTask
 from convrec.evaluation.recommendation import METRIC_MATRIX, rank_targets, validation_metrics
 from convrec.evaluation.report import markdown_table, recommendation_result
 from convrec.models.popularity import Popularity, PopularityConfig
+from convrec.training.run import make_task
 
 # user 0 is evaluated with a long history; user 1 with a 1-item training sequence (no
 # training sample); users 2 and 3 have fewer than 3 items, so they only train; item 6 is
@@ -67,6 +69,18 @@ def test_last_position_is_the_whole_training_sequence() -> None:
     assert as_lists(task(train_positions="last").train) == [(0, [0, 1, 2], 3), (2, [4], 0)]
 
 
+def random_training_sequences(seed: int, lengths: tuple[int, ...]):
+    """Training sequences of users with these lengths, and every position a target can hold
+    (each training item after its row's first), as indices into the flat items."""
+    rng = np.random.default_rng(seed)
+    sequences = [rng.integers(0, 9, size=n).tolist() for n in lengths]
+    train = leave_one_out(sequential_dataset(sequences, 9)).train
+    every = np.concatenate(
+        [np.arange(a + 1, b) for a, b in zip(train.starts, train.ends, strict=True)]
+    )
+    return train, every
+
+
 def test_windows_tile_each_training_sequence() -> None:
     # u0's training sequence [0, 1, 2, 3]: targets 3 and 1, every max_items-th from the end
     assert as_lists(task(train_positions="windows", max_items=2).train) == [
@@ -77,12 +91,7 @@ def test_windows_tile_each_training_sequence() -> None:
     # What SASRec trains on: each position of the window (history[-max_items:] + [target])
     # predicts the next item, so every training item after a user's first is predicted
     # exactly once over the samples.
-    rng = np.random.default_rng(0)
-    sequences = [rng.integers(0, 9, size=n).tolist() for n in (1, 2, 3, 7, 12, 13, 30)]
-    train = leave_one_out(sequential_dataset(sequences, 9)).train
-    every = np.concatenate(
-        [np.arange(a + 1, b) for a, b in zip(train.starts, train.ends, strict=True)]
-    )
+    train, every = random_training_sequences(0, (1, 2, 3, 7, 12, 13, 30))
     for window in (1, 3, 5, 50):
         history = training_samples(train, "windows", window=window).history
         first = np.maximum(history.starts, history.ends - window)  # the window's first item
@@ -102,12 +111,7 @@ def test_overlapping_windows_predict_each_item_once_at_their_last_stride_positio
         (0, [0], 1),
         (2, [4], 0),
     ]
-    rng = np.random.default_rng(1)
-    sequences = [rng.integers(0, 9, size=n).tolist() for n in (2, 3, 9, 14, 40)]
-    train = leave_one_out(sequential_dataset(sequences, 9)).train
-    every = np.concatenate(
-        [np.arange(a + 1, b) for a, b in zip(train.starts, train.ends, strict=True)]
-    )
+    train, every = random_training_sequences(1, (2, 3, 9, 14, 40))
     window = 6
     for stride in (1, 2, 4, 6):
         predicted = []
@@ -122,6 +126,12 @@ def test_overlapping_windows_predict_each_item_once_at_their_last_stride_positio
         assert np.array_equal(np.sort(np.concatenate(predicted)), every), stride
     with pytest.raises(ValueError, match="stride must be positive"):
         training_samples(train, "windows", window=window, stride=0)
+
+
+def test_the_configured_stride_reaches_the_task() -> None:
+    config = resolve_config("sasrec", "movielens-100k")  # windows, stride 10 by default
+    seq_task = make_task(sequential_dataset(SEQUENCES, NUM_ITEMS), config)
+    assert seq_task.train_positions == "windows" and seq_task.window_stride == 10
 
 
 def test_random_positions_one_per_user_deterministic_per_seed_and_epoch() -> None:
