@@ -36,7 +36,16 @@ for seed in 0 1 2; do
     run "kp4sr-encoder-full-s$seed" kp4sr "$seed" model.knowledge=full
     names+=("kp4sr-encoder-full-s$seed")
 done
+# The rows before the default changed to model.item_embedding=false (a free learned vector
+# per item next to its title's: it overfits; benchmarks/kp4sr_head_probe.py).
+for seed in 0 1 2; do
+    for knowledge in tree none full; do
+        name=kp4sr-encoder-$([[ $knowledge == tree ]] || echo "$knowledge-")itememb-s$seed
+        run "$name" kp4sr "$seed" model.knowledge=$knowledge model.item_embedding=true
+        names+=("$name")
+    done
+done
 results=()
 for name in "${names[@]}"; do results+=("$(result "$name")"); done
-convrec compare "${results[@]}" --aggregate-seeds --label-by model.knowledge \
+convrec compare "${results[@]}" --aggregate-seeds --label-by model.knowledge --label-by model.item_embedding \
     --output benchmarks/results/movielens_sequential.md

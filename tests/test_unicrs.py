@@ -3,6 +3,7 @@ stages train the prompt side, responses fill slots from the recommender, runs ch
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -10,7 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from convrec.cli import app
 from convrec.config import TrainConfig, resolve_config
 from convrec.data.datasets import load_dataset
 from convrec.data.samples import SLOT_TOKEN, build_conv_samples
@@ -210,6 +213,20 @@ def test_unicrs_run_with_the_pretrained_lm_evaluates_and_chats(tmp_path) -> None
     assert {"rer@10", "prr@10", "f1@10", "rec_ratio", "mismatch@10"} <= set(inner)
     assert "Recommendation inside responses" in (run_dir / "report.md").read_text()
     assert json.loads((run_dir / "metrics.json").read_text())["conversation"]["turns"] > 0
+    # per word = the same NLL over words: log ratio = tokens per word of the scored text
+    assert conversation["word_perplexity"] > 1
+    converse = [row for row in metrics["history"] if row["stage"] == "converse"][-1]
+    assert converse["valid/word_perplexity"] > 1
+
+    before = (run_dir / "metrics.json").read_text()
+    result = CliRunner().invoke(app, ["evaluate", "--run", str(run_dir), "--split", "valid"])
+    assert result.exit_code == 0, result.output
+    assert "valid split" in result.output
+    valid = json.loads((run_dir / "valid_metrics.json").read_text())
+    assert {r["split"] for r in valid["valid"]} == {"valid"}
+    assert {r["protocol"]["name"] for r in valid["valid"]} == {"standard", "strict"}
+    assert valid["conversation"]["split"] == "valid"
+    assert (run_dir / "metrics.json").read_text() == before  # test results untouched
 
     script = "I would like a thriller\nsomething with a detective\n/reset\nany comedy?\n/quit\n"
     result = subprocess.run(
@@ -222,6 +239,16 @@ def test_unicrs_run_with_the_pretrained_lm_evaluates_and_chats(tmp_path) -> None
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("recommends:") == 3
+
+
+def test_response_words_count_what_the_lm_is_scored_on(model, task) -> None:
+    """Whitespace words + end of text, of the response as truncated for the LM."""
+    (sample,) = build_conv_samples(task.dataset.dialogues("test"))[:1]
+    short = dataclasses.replace(sample, response="I loved that one")
+    assert model.response_words([short]) == 4 + 1
+    long = dataclasses.replace(sample, response=" ".join(["word"] * 200))
+    limit = model.config.max_response_tokens - 1  # " word" is one GPT-2 token
+    assert model.response_words([long, short]) == (limit + 1) + (4 + 1)
 
 
 def test_the_recommender_steers_the_frozen_encoder_with_deep_prompts(model, task) -> None:

@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -35,6 +36,11 @@ lm_app = typer.Typer(help="The compact causal LM that prompt-learning methods st
 app.add_typer(lm_app, name="lm", no_args_is_help=True)
 
 console = Console()
+
+
+class EvaluationSplit(StrEnum):
+    test = "test"
+    valid = "valid"
 
 
 @contextmanager
@@ -276,13 +282,21 @@ def train(
 @app.command()
 def evaluate(
     run: Annotated[Path, typer.Option("--run", help="A run directory (runs/<id>).")],
+    split: Annotated[
+        EvaluationSplit,
+        typer.Option(
+            help="test: into metrics.json and report.md; valid: into valid_metrics.json and "
+            "valid_report.md (to choose between runs without looking at test)."
+        ),
+    ] = EvaluationSplit.test,
 ) -> None:
-    """Re-evaluate a trained run on the test split: metrics.json and report.md."""
+    """Re-evaluate a trained run on the test (or validation) split."""
+    from convrec.training.run import EVALUATION_FILES
     from convrec.training.run import evaluate as evaluate_run
 
     with user_errors():
-        evaluate_run(run)
-    typer.echo((run / "report.md").read_text())
+        evaluate_run(run, split=split.value)
+    typer.echo((run / EVALUATION_FILES[split.value][1]).read_text())
 
 
 @app.command()

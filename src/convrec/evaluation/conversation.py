@@ -112,6 +112,9 @@ def conversation_metrics(
     if response_nll is not None:
         total, count = response_nll(samples)
         metrics["perplexity"] = perplexity_from_sums(total, count)
+        response_words = getattr(model, "response_words", None)
+        if response_words is not None:  # per word: comparable across tokenizers
+            metrics["word_perplexity"] = perplexity_from_sums(total, response_words(samples))
 
     with_items = [i for i, s in enumerate(samples) if s.response_items]
     if with_items:
@@ -152,6 +155,7 @@ CONVERSATION_COLUMNS = (
     "dist-4/sent",
     "rouge-l",
     "perplexity",
+    "word_perplexity",
     "item_ratio",
 )
 IN_RESPONSE_COLUMNS = (

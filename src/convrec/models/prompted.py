@@ -224,6 +224,7 @@ class PromptedLM(ConvRecModel):
             self.entity_bias = nn.Parameter(torch.zeros(task.kg.num_entities))
         self.user_dropout = nn.Dropout(config.rec_dropout)
         self._conv_valid: list[ConvSample] | None = None
+        self._conv_valid_words: int | None = None
         self._text_memo = _TEXT_MEMOS.setdefault((config.text_encoder, config.max_text_tokens), {})
 
     def _load_lm(self, config: PromptedLMConfig) -> None:
@@ -348,13 +349,18 @@ class PromptedLM(ConvRecModel):
             batch["text_mask"] = features["attention_mask"]
         return batch, contexts
 
+    def _scored_responses(self, samples: Sequence[ConvSample]) -> list[list[int]]:
+        """Each response's tokens as the LM is trained and scored on them: at most
+        max_response_tokens - 1, then end-of-text."""
+        responses = self.tokenizer([" " + s.response for s in samples], add_special_tokens=False)
+        limit = self.config.max_response_tokens - 1
+        return [[*response[:limit], self._eos] for response in responses["input_ids"]]
+
     def _with_response(self, samples: Sequence[ConvSample]) -> Batch:
         """The context followed by the response and end-of-text; labels on the response."""
         batch, contexts = self._collate(samples)
-        responses = self.tokenizer([" " + s.response for s in samples], add_special_tokens=False)
         rows, labels = [], []
-        for context, response in zip(contexts, responses["input_ids"], strict=True):
-            response = [*response[: self.config.max_response_tokens - 1], self._eos]
+        for context, response in zip(contexts, self._scored_responses(samples), strict=True):
             rows.append(context + response)
             labels.append([IGNORE] * len(context) + response)
         batch["input_ids"], batch["input_mask"] = self._pad_left(rows)
@@ -494,6 +500,13 @@ class PromptedLM(ConvRecModel):
         self.train(was_training)
         return total, count
 
+    def response_words(self, samples: Sequence[ConvSample]) -> int:
+        """Whitespace words of the scored responses, end of text counted as one (as the
+        LM pre-training counts them): NLL per word compares LMs with other tokenizers."""
+        scored = self._scored_responses(samples)
+        texts = self.tokenizer.batch_decode([response[:-1] for response in scored])
+        return sum(len(text.split()) + 1 for text in texts)
+
     def _converse_stage(
         self,
         loss: Callable[[Batch], torch.Tensor],
@@ -517,9 +530,15 @@ class PromptedLM(ConvRecModel):
     def _validate_conversation(self) -> dict[str, float]:
         if self._conv_valid is None:
             self._conv_valid = build_conv_samples(self.task.dataset.dialogues("valid"))
+        if self._conv_valid_words is None:
+            self._conv_valid_words = self.response_words(self._conv_valid)
         total, count = self.response_nll(self._conv_valid)
         loss = total / max(count, 1)
-        return {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
+        return {
+            "loss": loss,
+            "perplexity": math.exp(min(loss, 50.0)),
+            "word_perplexity": math.exp(min(total / max(self._conv_valid_words, 1), 50.0)),
+        }
 
     @torch.no_grad()
     def respond(

@@ -333,18 +333,23 @@ def load_run(run_dir: Path) -> tuple[RunConfig, Task, ConvRecModel]:
     return config, task, model
 
 
-def test_results(
-    model: ConvRecModel, name: str, task: Task, config: RunConfig, fingerprint: str | None
+def split_results(
+    model: ConvRecModel,
+    name: str,
+    task: Task,
+    config: RunConfig,
+    fingerprint: str | None,
+    split: str = "test",
 ) -> list[RecommendationResult]:
-    """Test metrics under each of the task's protocols, with the metrics of its kind."""
+    """Metrics on `split` under each of the task's protocols, with the metrics of its kind."""
     return [
         recommendation_result(
             rank_targets(
-                model, task, task.eval_samples("test", protocol), config.train.eval_batch_size
+                model, task, task.eval_samples(split, protocol), config.train.eval_batch_size
             ),
             model=name,
             dataset=config.dataset,
-            split="test",
+            split=split,
             protocol=protocol,
             protocol_description=description,
             seed=config.seed,
@@ -356,7 +361,7 @@ def test_results(
 
 
 def baseline_results(
-    task: Task, config: RunConfig, fingerprint: str | None
+    task: Task, config: RunConfig, fingerprint: str | None, split: str = "test"
 ) -> list[RecommendationResult]:
     """The baselines of the task's kind on the same samples: a table is read against them."""
     results = []
@@ -365,41 +370,59 @@ def baseline_results(
             continue
         baseline = get_model(name)(get_model(name).Config(), task)
         baseline.fit()
-        results += test_results(baseline, name, task, config, fingerprint)
+        results += split_results(baseline, name, task, config, fingerprint, split)
     return results
+
+
+# Where `evaluate` writes each split's results. Validation results go to their own files, so
+# that metrics.json (what tables and `convrec compare` read) only ever holds test results.
+EVALUATION_FILES = {
+    "test": ("metrics.json", "report.md"),
+    "valid": ("valid_metrics.json", "valid_report.md"),
+}
 
 
 def evaluate(
     run_dir: Path,
     *,
+    split: str = "test",
     task: Task | None = None,
     model: ConvRecModel | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Test metrics (every protocol, 95% bootstrap CIs) into metrics.json and report.md."""
+    """Metrics on `split` (every protocol, 95% bootstrap CIs; responses of a model that
+    can respond) into the split's files (EVALUATION_FILES); returns what was written.
+
+    The test split's results join the run's metrics.json. The validation split's go to
+    valid_metrics.json: what a choice between runs (a setting, a backbone) is made on.
+    """
+    if split not in EVALUATION_FILES:
+        raise ValueError(f"split must be one of {', '.join(EVALUATION_FILES)}, not {split!r}")
+    metrics_file, report_file = EVALUATION_FILES[split]
     config = RunConfig.load(run_dir / "config.yaml")
-    metrics = read_metrics(run_dir)  # before the model: a broken file is not overwritten
+    run_metrics = read_metrics(run_dir)  # before the model: a broken file is not overwritten
     if task is None or model is None:
         config, task, model = load_run(run_dir)
-    fingerprint = metrics.get("data_fingerprint")
+    fingerprint = run_metrics.get("data_fingerprint")
     if not isinstance(fingerprint, str):
         fingerprint = None
-    results = test_results(model, config.model_name, task, config, fingerprint)
-    results += baseline_results(task, config, fingerprint)
-    metrics["test"] = [to_json(r) for r in results]
+    metrics = run_metrics if split == "test" else {"run": run_dir.name, "split": split}
+    results = split_results(model, config.model_name, task, config, fingerprint, split)
+    results += baseline_results(task, config, fingerprint, split)
+    metrics[split] = [to_json(r) for r in results]
     report = (
-        f"# {config.model_name} on {config.dataset} (seed {config.seed})\n\n"
+        f"# {config.model_name} on {config.dataset} (seed {config.seed}), {split} split\n\n"
         + markdown_table(results, reference_rows=REFERENCE_ROWS)
         + "\n"
     )
     if model.can_respond and isinstance(task, RecTask):
         started = time.perf_counter()
-        conversation = conversation_metrics(model, task, "test", progress=progress)
+        conversation = conversation_metrics(model, task, split, progress=progress)
         conversation["seconds"] = round(time.perf_counter() - started, 1)
         metrics["conversation"] = conversation
         report += "\n## Conversation\n\n" + conversation_markdown(config.model_name, conversation)
-    write_metrics(run_dir, metrics)
-    write_atomic(run_dir / "report.md", report)
+    write_atomic(run_dir / metrics_file, json.dumps(metrics, indent=2) + "\n")
+    write_atomic(run_dir / report_file, report)
     return metrics
 
 
