@@ -141,6 +141,18 @@ def test_a_pretrained_encoder_becomes_a_causal_decoder_with_its_vocabulary() -> 
     assert torch.equal(a[0, :-1], b[0, :-1]) and not torch.equal(a[0, -1], b[0, -1])
 
 
+def test_a_wordpiece_decoder_writes_words_back_together() -> None:
+    """WordPiece decodes with a space between all tokens; replies (and the words that
+    per-word perplexity counts) read "you're", not "you ' re". BPE stays exact."""
+    _, wordpiece = decoder_from_encoder("all-MiniLM-L6-v2")
+    text = f"i think you're welcome! it's {SLOT_TOKEN}, isn't it?"
+    ids = wordpiece(text, add_special_tokens=False)["input_ids"]
+    assert wordpiece.decode(ids) == text
+    bpe = load_tokenizer()
+    spaced = "Hustlers . I liked it , really"
+    assert bpe.decode(bpe(spaced, add_special_tokens=False)["input_ids"]) == spaced
+
+
 def test_pretraining_a_decoder_from_an_encoder_reports_perplexity_per_word(tmp_path) -> None:
     """Validation is the first dataset's; per-word perplexity converts by the corpus's
     words per token, so LMs with different tokenizers compare."""

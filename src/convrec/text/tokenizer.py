@@ -70,5 +70,9 @@ def load_tokenizer(
                 f"cannot load a tokenizer from {str(name_or_path)!r}: not a local checkpoint "
                 f"directory, and no model hub is reachable to fetch it ({e})"
             ) from None
+    if type(getattr(tokenizer.backend_tokenizer, "decoder", None)).__name__ == "WordPiece":
+        # WordPiece decodes with a space between all tokens ("you ' re"); transformers 5
+        # leaves the clean-up ("you're") off unless asked. Byte-level BPE decodes exactly.
+        tokenizer.clean_up_tokenization_spaces = True
     add_special_tokens(tokenizer, num_items)
     return tokenizer
