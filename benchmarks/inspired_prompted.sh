@@ -13,7 +13,9 @@ runs=${2:-runs/inspired-prompted}
 redial=${3:-../shared/data/redial}
 here=$(dirname "$0")
 dataset=inspired
-times=$here/results/inspired_prompted_time.json
+# The conversation LM is the MiniLM decoder since phase 2 (model.compact_lm.base); the runs
+# on the GPT-2 from scratch are in results/inspired_prompted_time.json.
+times=$here/results/inspired_prompted_decoder_time.json
 # The conversation LM reads the ReDial file's training dialogues too (with the hold-out of
 # the ReDial runs, benchmarks/redial_baselines.sh); see benchmarks/lm_choice.py.
 corpora="[{dataset: redial, data_dir: $redial, options: {split_files: {train: valid_data.jsonl}}, test_fraction: 0.2}]"
@@ -33,4 +35,4 @@ done
 names=(popularity repeat unicrs-s{0,1,2} step-s{0,1,2})
 results=()
 for name in "${names[@]}"; do results+=("$(result "$name")"); done
-convrec compare "${results[@]}" --aggregate-seeds --output benchmarks/results/inspired_prompted.md
+convrec compare "${results[@]}" --aggregate-seeds --output benchmarks/results/inspired_prompted_decoder.md
