@@ -18,7 +18,11 @@ from convrec.config import TrainConfig, resolve_config
 from convrec.data.datasets import load_dataset
 from convrec.data.samples import SLOT_TOKEN, build_conv_samples
 from convrec.data.tasks import RecTask
+from convrec.models.base import Reply
+from convrec.models.prompted import _ReplyStream
 from convrec.models.unicrs import UniCRS, UniCRSConfig
+from convrec.text.encoder import DEFAULT_ENCODER, SentenceEncoder, resolve_encoder_path
+from convrec.text.tokenizer import load_tokenizer
 from convrec.training.run import train
 from convrec.training.trainer import Trainer
 from tests.conftest import PROJECT_ROOT
@@ -161,6 +165,31 @@ def test_a_streamed_reply_arrives_token_by_token_with_slots_filled(
     assert pieces[0] == "try" and title in pieces[1] and len(pieces) >= 3
     with pytest.raises(ValueError, match="streams one reply"):
         model.respond([sample, sample], on_text=pieces.append)
+
+
+def test_a_wordpiece_reply_streams_words_that_later_tokens_do_not_change() -> None:
+    """WordPiece's clean-up joins "you ' re" into "you're" when "re" arrives: what was
+    streamed must stay a prefix of the reply, and all of the reply arrives."""
+    tokenizer = load_tokenizer(resolve_encoder_path(DEFAULT_ENCODER))
+    text = "i think you're welcome, it's fun!"
+
+    class Decoding:  # the parts of a PromptedLM the stream reads
+        _eos = tokenizer.eos_token_id
+
+        def __init__(self) -> None:
+            self.tokenizer = tokenizer
+
+        def _reply(self, ids: list[int], ranked: list[int]) -> Reply:
+            return Reply(text=tokenizer.decode(ids))
+
+    pieces: list[str] = []
+    stream = _ReplyStream(Decoding(), [], pieces.append)  # type: ignore[arg-type]
+    for token in tokenizer(text, add_special_tokens=False)["input_ids"]:
+        stream(torch.tensor([token]))
+        assert text.startswith("".join(pieces))
+    stream(torch.tensor([tokenizer.eos_token_id]))
+    stream.finish(text)
+    assert "".join(pieces) == text and len(pieces) >= 3
 
 
 def test_generation_reports_each_step_as_it_is_chosen(model, task) -> None:
@@ -370,7 +399,6 @@ def test_name_vectors_are_cached_on_disk_by_the_names_and_the_encoder(monkeypatc
     """Encoding ReDial's 64k names takes minutes: a second process reads them back; other
     names (or other encoder weights) are another key."""
     from convrec.prompting import entity_names
-    from convrec.text.encoder import SentenceEncoder
 
     encoder = SentenceEncoder()
     names = ["Alien (1979)", "Ridley Scott"]

@@ -600,7 +600,11 @@ class PromptedLM(ConvRecModel):
 class _ReplyStream:
     """Hands a reply's text to `on_text` as its tokens are generated: after each token
     the reply so far is decoded (slots filled) and what it adds is passed on; text that
-    ends inside a multi-byte character waits for the next token."""
+    ends inside a multi-byte character waits for the next token.
+
+    A tokenizer that cleans up spaces when decoding (WordPiece: "you ' re" -> "you're")
+    can change the end of the text with the next token, one space back at most; its last
+    two words wait until more follows or the reply ends."""
 
     def __init__(
         self, model: PromptedLM, ranked: list[int], on_text: Callable[[str], None]
@@ -609,6 +613,7 @@ class _ReplyStream:
         self.ids: list[int] = []
         self.sent = ""
         self.ended = False
+        self.hold_back = bool(getattr(model.tokenizer, "clean_up_tokenization_spaces", False))
 
     def __call__(self, token: torch.Tensor) -> None:
         token_id = int(token[0])
@@ -616,7 +621,11 @@ class _ReplyStream:
             self.ended = True
             return
         self.ids.append(token_id)
-        self._send(self.model._reply(self.ids, self.ranked).text)
+        text = self.model._reply(self.ids, self.ranked).text
+        if self.hold_back:
+            last = text.rfind(" ")
+            text = text[: text.rfind(" ", 0, max(last, 0)) + 1]
+        self._send(text)
 
     def finish(self, text: str) -> None:
         self._send(text)
