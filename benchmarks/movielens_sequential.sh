@@ -8,8 +8,8 @@
 # sweep continues where it stopped (an unfinished run: `convrec train --resume`).
 #   bash benchmarks/movielens_sequential.sh [DATA_DIR] [RUNS_DIR]
 # Time per run with one thread (OMP_NUM_THREADS=1) beside another one-thread job: sasrec
-# 6-7 min, kp4sr 12-16 min (tree or full; most of it encoding ~11k prompts once), MPP only
-# 7-11 min; about 2.5 hours in all.
+# 6-7 min, kp4sr 10-13 min (tree or full; most of it encoding ~11k prompts once), MPP only
+# 6-7 min; about 2 hours for the main rows, 2.5 more for the item-vector ablation rows.
 # The compact-T5 rows (the paper's setting; benchmarks/results/movielens_sequential_t5.md)
 # came from this script before the default changed: model.backbone=t5 model.item_text=id
 # model.training_prompts=redraw model.max_input_tokens=512 data.train_positions=random

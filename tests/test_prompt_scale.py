@@ -15,8 +15,9 @@ import textwrap
 
 from tests.conftest import run_guard
 
-# Widths of the defaults: the rec side at MiniLM's 384 (entity dim 192, names as they
-# are), the conversation side at the compact LM's 256 (entity dim 128, names projected).
+# Widths of the defaults: both sides at MiniLM's 384 (entity dim 192): the rec side reads
+# the MiniLM encoder, the conversation side the MiniLM-initialised decoder (the default
+# compact LM; a GPT-2 from scratch would be 256).
 # Every one of the 214 relations kept (min_relation_edges=0, the worst case).
 SCALE_GUARD = textwrap.dedent(
     """
@@ -34,7 +35,7 @@ SCALE_GUARD = textwrap.dedent(
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     loss = 0.0
     sides = []
-    for width in (384, 256):
+    for width in (384, 384):
         names = EntityNames(vectors, width, 10.0)
         side = NamedEntityEncoder(kg, width // 2, width, GraphSettings(num_bases=8), names)
         user = torch.nn.Parameter(torch.randn(batch, width))

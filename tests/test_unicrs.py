@@ -242,8 +242,9 @@ def test_unicrs_run_with_the_pretrained_lm_evaluates_and_chats(tmp_path) -> None
     assert {"rer@10", "prr@10", "f1@10", "rec_ratio", "mismatch@10"} <= set(inner)
     assert "Recommendation inside responses" in (run_dir / "report.md").read_text()
     assert json.loads((run_dir / "metrics.json").read_text())["conversation"]["turns"] > 0
-    # per word = the same NLL over words: log ratio = tokens per word of the scored text
+    # per word: the same NLL over whitespace words (counted in test_response_words_...)
     assert conversation["word_perplexity"] > 1
+    assert conversation["word_perplexity"] != conversation["perplexity"]
     converse = [row for row in metrics["history"] if row["stage"] == "converse"][-1]
     assert converse["valid/word_perplexity"] > 1
 

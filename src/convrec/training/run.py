@@ -300,8 +300,8 @@ def read_metrics(run_dir: Path) -> dict[str, Any]:
     return metrics
 
 
-def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
-    write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+def write_metrics(run_dir: Path, metrics: dict[str, Any], name: str = "metrics.json") -> None:
+    write_atomic(run_dir / name, json.dumps(metrics, indent=2) + "\n")
 
 
 def _recorded_backbones(config: RunConfig, run_dir: Path) -> RunConfig:
@@ -421,7 +421,7 @@ def evaluate(
         conversation["seconds"] = round(time.perf_counter() - started, 1)
         metrics["conversation"] = conversation
         report += "\n## Conversation\n\n" + conversation_markdown(config.model_name, conversation)
-    write_atomic(run_dir / metrics_file, json.dumps(metrics, indent=2) + "\n")
+    write_metrics(run_dir, metrics, metrics_file)
     write_atomic(run_dir / report_file, report)
     return metrics
 
