@@ -46,6 +46,10 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "queries-16": ("queries 16", ["model.n_queries=16"]),
     "prefix-8": ("prefix 8", ["model.n_prefix_rec=8"]),
     "prefix-16": ("prefix 16", ["model.n_prefix_rec=16"]),
+    # What the prefixes read of the F-Former (issue 15, 3a; the default reads the
+    # L2-normalised Z, which barely varies between contexts): chosen on validation.
+    "queries-scaled": ("prompts read Z x a learned scale", ["model.prompt_queries=scaled"]),
+    "queries-raw": ("prompts read the un-normalised queries", ["model.prompt_queries=raw"]),
 }
 PRECISIONS = ("bfloat16", "float32")
 BACKBONES = {
@@ -55,6 +59,7 @@ BACKBONES = {
     "defaults (pre-training on the context before the turn, items only)",
 }
 METRICS = ("recall@1", "recall@10", "recall@50", "ndcg@10", "mrr@10")
+VALID_METRICS = ("recall@10", "strict/recall@10", "ndcg@10")
 RESULTS = Path("benchmarks/results")
 RECORD = RESULTS / "step_ablations.json"
 
@@ -79,6 +84,15 @@ def test_metrics(metrics: dict, protocol: str) -> dict[str, float]:
         if result["model"] == "step" and result["protocol"]["name"] == protocol:
             return {name: value["mean"] for name, value in result["metrics"].items()}
     raise KeyError(f"{metrics.get('run')}: no step result under {protocol}")
+
+
+def selected_validation(metrics: dict) -> dict[str, float]:
+    """Validation metrics of the epoch the run kept: the last improving epoch of its last
+    stage (what choices between rows are made on; test is only reported)."""
+    history = metrics["history"]
+    last_stage = history[-1]["stage"]
+    kept = [h for h in history if h["stage"] == last_stage and h["best"]][-1]
+    return {name: kept[f"valid/{name}"] for name in VALID_METRICS}
 
 
 def run_one(
@@ -112,6 +126,7 @@ def run_one(
             "rec_backbone": rec_backbone,
             "standard": test_metrics(metrics, "standard"),
             "strict": test_metrics(metrics, "strict"),
+            "valid": selected_validation(metrics),
             # the epochs' training time from the history: right for resumed runs too
             "train_minutes": round(sum(h["train_seconds"] for h in metrics["history"]) / 60, 2),
         }
@@ -128,8 +143,8 @@ def summary(values: list[float]) -> str:
 def table(runs: list[dict], precision: str, rec_backbone: str) -> list[str]:
     lines = [
         "| variant | seeds | R@1 | R@10 | R@50 | NDCG@10 | MRR@10 | strict R@10 | strict R@50 "
-        "| epoch train min |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| valid R@10 | valid strict R@10 | train min |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row, (label, _) in ROWS.items():
         rows = sorted(
@@ -146,6 +161,10 @@ def table(runs: list[dict], precision: str, rec_backbone: str) -> list[str]:
             continue
         cells = [summary([r["standard"][k] for r in rows]) for k in METRICS]
         cells += [summary([r["strict"][k] for r in rows]) for k in ("recall@10", "recall@50")]
+        # Runs recorded before validation was kept show "–" there.
+        valid = [r["valid"] for r in rows if "valid" in r]
+        for name in ("recall@10", "strict/recall@10"):
+            cells.append(summary([v[name] for v in valid]) if len(valid) == len(rows) else "–")
         minutes = statistics.mean(r["train_minutes"] for r in rows)
         seeds = ",".join(str(r["seed"]) for r in rows)
         lines.append(f"| {label} | {seeds} | " + " | ".join(cells) + f" | {minutes:.0f} |")
@@ -157,7 +176,8 @@ def report() -> str:
     lines = [
         "# STEP ablations on INSPIRED (test; recommendation-only runs, mean ± std over seeds)",
         "",
-        "Epoch train min: the training epochs' wall time (no validation or test), under "
+        "Valid: the kept epoch's validation numbers (choices between rows are made on them).",
+        "Train min: the training epochs' wall time (no validation or test), under "
         "whatever else the 2-core machine ran at the time (some runs shared it).",
     ]
     for rec_backbone, name in BACKBONES.items():
